@@ -1,0 +1,40 @@
+"""Test configuration shared by tests/ and parity_tests/.
+
+Runs before jax is imported anywhere, so the environment set here takes effect:
+- 8 simulated CPU devices, so sharding / data-parallel tests run on any machine;
+- the real data files from ../shared/data (or $JAXGPT_TEST_DATA), skipped when absent;
+- tiktoken's offline cache from that folder, so `gpt2` / `cl100k_base` load with no network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in _flags:
+    os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+ROOT = Path(__file__).resolve().parent
+DATA_DIR = Path(os.environ.get("JAXGPT_TEST_DATA", ROOT.parent / "shared" / "data"))
+if (DATA_DIR / "tiktoken_cache").is_dir():
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(DATA_DIR / "tiktoken_cache"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real-data folder; tests that need it skip (with the reason) when it is missing."""
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"real data folder {DATA_DIR} not found; set JAXGPT_TEST_DATA to the shared/data folder")
+    return DATA_DIR
+
+
+def data_file(relpath: str) -> Path:
+    """A file under the real-data folder, or a skip naming the missing path."""
+    p = DATA_DIR / relpath
+    if not p.exists():
+        pytest.skip(f"{p} not found; set JAXGPT_TEST_DATA to a folder holding {relpath}")
+    return p

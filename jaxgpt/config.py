@@ -1,0 +1,174 @@
+"""Model configuration shared by `jaxgpt` (Flax NNX) and `torchref` (PyTorch).
+
+Framework-free on purpose: `torchref` imports this module, so nothing here may import jax
+or torch. Field names follow GPT-2 / nanoGPT (`n_layer`, `n_head`, `n_embd`, ...).
+
+Presets are small named objects; `override()` applies type-checked `--key=value` strings
+(the safe replacement for nanoGPT's `exec` configurator).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+ACTIVATIONS = ("gelu_tanh", "relu")
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    block_size: int = 1024  # longest sequence the model accepts (learned position table size)
+    vocab_size: int = 50257  # real token ids: logits are returned over exactly these
+    # Rows of the embedding / head. 50304 (= 128 * 393) makes the head matmul tensor-core
+    # friendly; rows >= vocab_size are never predicted or sampled (logits are cut to vocab_size).
+    padded_vocab_size: int | None = None
+    n_layer: int = 12  # transformer blocks
+    n_head: int = 12  # attention heads; must divide n_embd
+    n_embd: int = 768  # residual stream width
+    dropout: float = 0.0  # on embeddings, attention probs, attention/MLP outputs
+    bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2: True)
+    activation: str = "gelu_tanh"  # MLP nonlinearity: GPT-2's tanh GELU, or "relu" (original poetry GPT)
+    tie_embeddings: bool = True  # lm_head shares wte's matrix (GPT-2); False = separate head
+    lm_head_bias: bool = False  # bias on the head (only the untied poetry model has one)
+    ln_eps: float = 1e-5  # LayerNorm epsilon, pinned: Flax NNX defaults to 1e-6, torch to 1e-5
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be >= 1")
+        if self.n_head >= 1 and self.n_embd % self.n_head != 0:
+            problems.append(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                f"pick n_head among the divisors of n_embd (e.g. n_head={_nearest_divisor(self.n_embd, self.n_head)})"
+            )
+        if self.padded_vocab_size is not None and self.padded_vocab_size < self.vocab_size:
+            problems.append(
+                f"padded_vocab_size={self.padded_vocab_size} < vocab_size={self.vocab_size}; "
+                "it must be >= vocab_size (or None for no padding)"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout={self.dropout} must be in [0, 1)")
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation={self.activation!r} is unknown; use one of {ACTIVATIONS}")
+        if self.tie_embeddings and self.lm_head_bias:
+            problems.append("lm_head_bias=True needs tie_embeddings=False (a tied head has no bias in GPT-2)")
+        if problems:
+            raise ValueError("invalid GPTConfig: " + "; ".join(problems))
+
+    @property
+    def n_vocab_rows(self) -> int:
+        """Rows in wte / lm_head: the padded size when padding is on."""
+        return self.padded_vocab_size or self.vocab_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig fields {unknown}; known fields are {sorted(names)}")
+        return cls(**d)
+
+
+def _nearest_divisor(n: int, k: int) -> int:
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    return min(divisors, key=lambda d: (abs(d - k), d))
+
+
+# GPT-2 family (Radford et al. 2019): sizes from the released checkpoints.
+_GPT2 = dict(block_size=1024, vocab_size=50257, bias=True, activation="gelu_tanh", tie_embeddings=True)
+
+PRESETS: dict[str, GPTConfig] = {
+    "gpt2-124m": GPTConfig(**_GPT2, n_layer=12, n_head=12, n_embd=768),
+    "gpt2-350m": GPTConfig(**_GPT2, n_layer=24, n_head=16, n_embd=1024),
+    "gpt2-774m": GPTConfig(**_GPT2, n_layer=36, n_head=20, n_embd=1280),
+    "gpt2-1558m": GPTConfig(**_GPT2, n_layer=48, n_head=25, n_embd=1600),
+    # The poetry GPT of the original study (Karpathy's "Let's build GPT" model on French verse):
+    # vocab 400, ReLU MLP, untied head with a bias, dropout 0.2.
+    "poetry-original": GPTConfig(
+        block_size=128, vocab_size=400, n_layer=4, n_head=4, n_embd=200, dropout=0.2,
+        bias=True, activation="relu", tie_embeddings=False, lm_head_bias=True,
+    ),
+    # Tiny configs for tests and CPU benchmarks (HF's PT<->Flax test size: hidden 32, vocab 99).
+    "tiny": GPTConfig(block_size=16, vocab_size=99, n_layer=2, n_head=4, n_embd=32),
+    "tiny-untied": GPTConfig(
+        block_size=16, vocab_size=99, n_layer=2, n_head=4, n_embd=32,
+        activation="relu", tie_embeddings=False, lm_head_bias=True,
+    ),
+    # GPT-2 shaped, small enough to time a training step on a 2-core CPU.
+    "gpt2-cpu": GPTConfig(
+        block_size=256, vocab_size=50257, padded_vocab_size=50304, n_layer=4, n_head=4, n_embd=256,
+    ),
+}
+
+
+def get_preset(name: str) -> GPTConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(sorted(PRESETS))}") from None
+
+
+T = TypeVar("T")
+
+
+def _coerce(raw: str, typ: Any, key: str) -> Any:
+    """Parse one override value for a dataclass field of (possibly optional) type `typ`."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if raw.lower() in ("none", "null"):
+            return None
+        if len(args) == 1:
+            return _coerce(raw, args[0], key)
+        for a in args:
+            try:
+                return _coerce(raw, a, key)
+            except ValueError:
+                continue
+        raise ValueError(f"--{key}={raw!r}: expected one of {args}")
+    if typ is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--{key}={raw!r}: expected a boolean (true/false)")
+    if typ in (int, float, str):
+        try:
+            return typ(raw)
+        except ValueError:
+            raise ValueError(f"--{key}={raw!r}: expected {typ.__name__}") from None
+    if origin is tuple:
+        parts = [p for p in raw.split(",") if p]
+        (elem, *_rest) = typing.get_args(typ) or (str,)
+        return tuple(_coerce(p, elem, key) for p in parts)
+    raise ValueError(f"--{key}: cannot parse values of type {typ!r}")
+
+
+def override(cfg: T, args: list[str]) -> T:
+    """Return a copy of dataclass `cfg` with `--key=value` strings applied, type-checked.
+
+    >>> override(GPTConfig(), ["--n_layer=2", "--dropout=0.1"]).n_layer
+    2
+    """
+    hints = typing.get_type_hints(type(cfg))
+    changes: dict[str, Any] = {}
+    for arg in args:
+        if not arg.startswith("--") or "=" not in arg:
+            raise ValueError(f"override {arg!r} is not of the form --key=value")
+        key, raw = arg[2:].split("=", 1)
+        key = key.replace("-", "_")
+        if key not in hints:
+            raise ValueError(f"unknown option --{key} for {type(cfg).__name__}; valid keys: {', '.join(sorted(hints))}")
+        changes[key] = _coerce(raw, hints[key], key)
+    return dataclasses.replace(cfg, **changes)
