@@ -1,0 +1,339 @@
+"""The GPT of the ladder in Flax NNX: GPT-2 (124M..1558M) and the small poetry GPT, one model.
+
+References: nanoGPT `model.py` (Karpathy), the GPT-2 paper (Radford et al. 2019), the Flax NNX
+docs. Mirrored class-for-class by `torchref/gpt.py`; parity is in `parity_tests/test_gpt.py`.
+
+Parameter names follow the GPT-2 checkpoint (`transformer.wte`, `transformer.h.{i}.attn.c_attn`,
+...), so `state_numpy()` yields exactly the keys of a PyTorch/Hugging Face state dict and
+`jaxgpt/weights.py` needs only one table. Flax stores a Linear's kernel as (in, out), the
+transpose of torch's (out, in) weight: `state_numpy()` / `load_numpy()` do that transpose.
+
+Numerics are pinned: LayerNorm eps from the config (1e-5), tanh GELU, attention softmax and the
+loss in fp32 whatever the compute dtype, LayerNorm computed in fp32 (as torch autocast does).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxgpt.config import GPTConfig
+from jaxgpt.weights import load_hf_dir, save_hf_dir
+
+KVCache = list[tuple[jax.Array, jax.Array]]  # per layer: (k, v), each (B, block_size, n_head, head_dim)
+
+
+def _normal(std: float) -> nnx.Initializer:
+    return nnx.initializers.normal(stddev=std)
+
+
+class CausalSelfAttention(nnx.Module):
+    def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32, attn_impl: str | None = None):
+        C = config.n_embd
+        # Residual projections get std 0.02/sqrt(2*n_layer): each block adds two of them to the
+        # residual stream, so this keeps its variance from growing with depth (GPT-2 paper, sec 2.3).
+        proj_std = 0.02 / math.sqrt(2 * config.n_layer)
+        self.c_attn = nnx.Linear(C, 3 * C, use_bias=config.bias, kernel_init=_normal(0.02), dtype=dtype, rngs=rngs)
+        self.c_proj = nnx.Linear(C, C, use_bias=config.bias, kernel_init=_normal(proj_std), dtype=dtype, rngs=rngs)
+        self.attn_dropout = nnx.Dropout(config.dropout, rngs=rngs)
+        self.resid_dropout = nnx.Dropout(config.dropout, rngs=rngs)
+        self.n_head = config.n_head
+        self.attn_impl = attn_impl  # None/"xla" anywhere; "cudnn" for the fused GPU kernel (bf16/fp16)
+
+    def __call__(self, x: jax.Array, cache: tuple[jax.Array, jax.Array] | None = None, pos: Any = 0):
+        B, T, C = x.shape
+        nh, hs = self.n_head, C // self.n_head
+        q, k, v = jnp.split(self.c_attn(x), 3, axis=-1)  # each (B, T, C)
+        # jax.nn.dot_product_attention takes (B, T, nh, hs): no transpose needed, unlike torch.
+        q, k, v = (t.reshape(B, T, nh, hs) for t in (q, k, v))
+        if cache is not None:
+            # Write this chunk's keys/values at positions pos..pos+T-1 of the fixed-size cache,
+            # then attend over the whole cache with a mask: shapes stay static, so one compiled
+            # decode step serves every position.
+            k_cache = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), (0, pos, 0, 0))
+            v_cache = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, pos, 0, 0))
+            S = k_cache.shape[1]
+            mask = jnp.arange(S)[None, :] <= (pos + jnp.arange(T))[:, None]  # (T, S): causal + unwritten slots
+            y = jax.nn.dot_product_attention(q, k_cache, v_cache, mask=mask[None, None])
+            cache = (k_cache, v_cache)
+        elif self.attn_dropout.rate > 0 and not self.attn_dropout.deterministic:
+            # The fused kernel has no dropout on the probabilities: spell attention out in that case.
+            att = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) / math.sqrt(hs)
+            att = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), att, -jnp.inf)
+            att = self.attn_dropout(jax.nn.softmax(att, axis=-1))  # (B, nh, T, T), fp32
+            y = jnp.einsum("bhqk,bkhd->bqhd", att.astype(v.dtype), v)
+        else:
+            y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.attn_impl)
+        y = y.reshape(B, T, C)  # re-assemble the heads side by side
+        return self.resid_dropout(self.c_proj(y)), cache
+
+
+class MLP(nnx.Module):
+    def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32):
+        C = config.n_embd
+        proj_std = 0.02 / math.sqrt(2 * config.n_layer)
+        self.c_fc = nnx.Linear(C, 4 * C, use_bias=config.bias, kernel_init=_normal(0.02), dtype=dtype, rngs=rngs)
+        self.c_proj = nnx.Linear(4 * C, C, use_bias=config.bias, kernel_init=_normal(proj_std), dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
+        self.activation = config.activation
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = self.c_fc(x)  # (B, T, 4C)
+        # GPT-2 used the tanh approximation of GELU; pin it (approximate=True) so torch matches.
+        h = jax.nn.gelu(h, approximate=True) if self.activation == "gelu_tanh" else jax.nn.relu(h)
+        return self.dropout(self.c_proj(h))
+
+
+def _layer_norm(config: GPTConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    # Computed in fp32 even under bf16 compute, as torch autocast does for layer_norm.
+    return nnx.LayerNorm(config.n_embd, epsilon=config.ln_eps, use_bias=config.bias, dtype=jnp.float32, rngs=rngs)
+
+
+class Block(nnx.Module):
+    def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32, attn_impl: str | None = None):
+        self.ln_1 = _layer_norm(config, rngs)
+        self.attn = CausalSelfAttention(config, rngs=rngs, dtype=dtype, attn_impl=attn_impl)
+        self.ln_2 = _layer_norm(config, rngs)
+        self.mlp = MLP(config, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x: jax.Array, cache: tuple[jax.Array, jax.Array] | None = None, pos: Any = 0):
+        a, cache = self.attn(self.ln_1(x), cache, pos)  # pre-LayerNorm: normalise the branch input,
+        x = x + a  # keep the residual stream itself un-normalised
+        x = x + self.mlp(self.ln_2(x))
+        return x, cache
+
+
+class GPT(nnx.Module):
+    """GPT-2-style decoder. `model(idx, targets)` -> (logits (B, T, vocab_size) fp32, loss or None).
+
+    `dtype` is the compute dtype (bf16 for training on GPUs); parameters stay fp32 (`param_dtype`).
+    """
+
+    def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32, attn_impl: str | None = None):
+        self.config = config
+        V, C = config.n_vocab_rows, config.n_embd
+        self.transformer = nnx.Dict(
+            wte=nnx.Embed(V, C, embedding_init=_normal(0.02), dtype=dtype, rngs=rngs),
+            wpe=nnx.Embed(config.block_size, C, embedding_init=_normal(0.02), dtype=dtype, rngs=rngs),
+            drop=nnx.Dropout(config.dropout, rngs=rngs),
+            h=nnx.List([Block(config, rngs=rngs, dtype=dtype, attn_impl=attn_impl) for _ in range(config.n_layer)]),
+            ln_f=_layer_norm(config, rngs),
+        )
+        if not config.tie_embeddings:
+            self.lm_head = nnx.Linear(C, V, use_bias=config.lm_head_bias, kernel_init=_normal(0.02), dtype=dtype, rngs=rngs)
+        self.dtype = dtype
+
+    # ---- forward -------------------------------------------------------------------------------
+    def _trunk(self, idx: jax.Array, cache: KVCache | None, pos: Any) -> tuple[jax.Array, KVCache | None]:
+        B, T = idx.shape
+        cfg = self.config
+        if T > cfg.block_size:
+            raise ValueError(
+                f"sequence length {T} exceeds block_size {cfg.block_size}; crop the input to its last "
+                f"{cfg.block_size} tokens (generate() does this) or use a config with a larger block_size"
+            )
+        _check_token_range(idx, cfg.vocab_size)
+        t = self.transformer
+        x = t.wte(idx) + t.wpe(pos + jnp.arange(T))  # (B, T, C) token + position embeddings
+        x = t.drop(x)
+        new_cache = [] if cache is not None else None
+        for i, block in enumerate(t.h):
+            x, layer_cache = block(x, None if cache is None else cache[i], pos)
+            if cache is not None:
+                new_cache.append(layer_cache)
+        x = t.ln_f(x)
+        if self.config.tie_embeddings:
+            logits = t.wte.attend(x.astype(self.dtype))  # x @ wte.T: the head shares the embedding matrix
+        else:
+            logits = self.lm_head(x)
+        # Cut the padded rows: a padded id can never be predicted, scored or sampled.
+        logits = logits[..., : cfg.vocab_size].astype(jnp.float32)  # (B, T, vocab_size), fp32 for the softmax
+        return logits, new_cache
+
+    def __call__(self, idx: jax.Array, targets: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
+        logits, _ = self._trunk(idx, None, 0)
+        loss = None if targets is None else cross_entropy(logits, targets)
+        return logits, loss
+
+    def forward_cached(self, idx: jax.Array, cache: KVCache, pos: Any) -> tuple[jax.Array, KVCache]:
+        """Logits for `idx` placed at positions pos..pos+T-1, reading and extending the KV cache."""
+        return self._trunk(idx, cache, pos)
+
+    def init_cache(self, batch_size: int) -> KVCache:
+        cfg = self.config
+        shape = (batch_size, cfg.block_size, cfg.n_head, cfg.head_dim)
+        return [(jnp.zeros(shape, self.dtype), jnp.zeros(shape, self.dtype)) for _ in range(cfg.n_layer)]
+
+    # ---- weights -------------------------------------------------------------------------------
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; by default without position embeddings (nanoGPT's convention)."""
+        n = sum(int(np.prod(v.shape)) for v in self.state_numpy().values())
+        return n - self.config.block_size * self.config.n_embd if non_embedding else n
+
+    def state_numpy(self) -> dict[str, np.ndarray]:
+        """Parameters as {GPT-2/torch name: fp32 numpy array in torch layout}."""
+        out = {}
+        for path, var in nnx.to_flat_state(nnx.state(self, nnx.Param)):
+            name, transpose = _torch_name(path)
+            arr = np.asarray(jax.device_get(var.get_value()), dtype=np.float32)
+            out[name] = arr.T if transpose else arr
+        return out
+
+    def load_numpy(self, weights: dict[str, np.ndarray]) -> None:
+        """Set every parameter from {GPT-2/torch name: array}; the key sets and shapes must match exactly."""
+        state = nnx.state(self, nnx.Param)
+        flat = dict(nnx.to_flat_state(state))
+        names = {_torch_name(p)[0]: p for p in flat}
+        missing, unexpected = sorted(set(names) - set(weights)), sorted(set(weights) - set(names))
+        if missing or unexpected:
+            raise ValueError(f"weights do not match the model: missing {missing}, unexpected {unexpected}")
+        for name, path in names.items():
+            var = flat[path]
+            arr = np.asarray(weights[name], dtype=np.float32)
+            if _torch_name(path)[1]:
+                arr = arr.T
+            if arr.shape != var.get_value().shape:
+                raise ValueError(f"shape mismatch for {name}: got {arr.shape}, model expects {var.get_value().shape}")
+            var.set_value(jnp.asarray(arr, dtype=var.get_value().dtype))
+
+    @classmethod
+    def from_hf(cls, path: str, *, padded_vocab_size: int | None = None, dtype: Any = jnp.float32,
+                attn_impl: str | None = None) -> GPT:
+        """Load a Hugging Face GPT-2 directory (config.json + model.safetensors)."""
+        config, weights = load_hf_dir(path, padded_vocab_size)
+        model = cls(config, rngs=nnx.Rngs(0), dtype=dtype, attn_impl=attn_impl)
+        model.load_numpy(weights)
+        return model
+
+    def save_hf(self, path: str) -> None:
+        """Write a directory that transformers' GPT2LMHeadModel.from_pretrained loads."""
+        save_hf_dir(path, self.state_numpy(), self.config)
+
+    # ---- generation ----------------------------------------------------------------------------
+    def generate(self, idx: Any, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int = 0, stop_token: int | None = None,
+                 use_cache: bool = True) -> np.ndarray:
+        """Extend idx (B, T0) by up to max_new_tokens; returns numpy (B, T0 + n) int32.
+
+        temperature 0 means greedy. Rows that emit `stop_token` are padded with it until every
+        row has stopped, then generation ends. With use_cache, each new token costs one position of
+        attention against the KV cache; once the sequence outgrows block_size, the model is re-run
+        on the last block_size tokens (the uncached rule), so both paths give the same tokens.
+        """
+        cfg = self.config
+        idx = np.asarray(idx, dtype=np.int32)
+        if idx.ndim != 2 or idx.shape[1] == 0:
+            raise ValueError(f"idx must be a non-empty (batch, time) array of token ids, got shape {idx.shape}")
+        _check_token_range(idx, cfg.vocab_size)
+        _check_sampling(temperature, top_k, top_p, cfg.vocab_size)
+        was_training = _set_eval(self)
+        graphdef, state = nnx.split(self)
+        key = jax.random.key(seed)
+        out, cache, logits = idx, None, None
+        done = np.zeros(idx.shape[0], dtype=bool)
+        try:
+            for step in range(max_new_tokens):
+                T = out.shape[1]
+                if use_cache and T <= cfg.block_size:
+                    if cache is None:  # prefill with the whole prompt
+                        logits, cache = _jit_cached(graphdef, state, jnp.asarray(out), self.init_cache(out.shape[0]), 0)
+                    else:  # one new token at position T-1
+                        logits, cache = _jit_cached(graphdef, state, jnp.asarray(out[:, -1:]), cache, jnp.int32(T - 1))
+                else:
+                    logits = _jit_forward(graphdef, state, jnp.asarray(out[:, -cfg.block_size:]))
+                nxt = np.asarray(_sample(logits[:, -1, :], jax.random.fold_in(key, step), temperature, top_k, top_p))
+                if stop_token is not None:
+                    nxt = np.where(done, stop_token, nxt)
+                    done |= nxt == stop_token
+                out = np.concatenate([out, nxt[:, None].astype(np.int32)], axis=1)
+                if stop_token is not None and done.all():
+                    break
+        finally:
+            if was_training:
+                self.train()
+        return out
+
+
+# ---- pure helpers shared by training, evaluation and generation ------------------------------------
+
+def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Mean token cross-entropy in fp32; targets < 0 are ignored (torch's ignore_index=-1)."""
+    valid = targets >= 0
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), jnp.where(valid, targets, 0))
+    return jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1)
+
+
+def _torch_name(path: tuple) -> tuple[str, bool]:
+    """NNX state path -> (GPT-2/torch parameter name, whether the array is stored transposed)."""
+    *mods, leaf = (str(p) for p in path)
+    if leaf == "kernel":  # nnx.Linear (in, out) vs torch nn.Linear (out, in)
+        return ".".join(mods + ["weight"]), True
+    if leaf in ("scale", "embedding"):  # LayerNorm scale, Embed table -> torch's .weight
+        return ".".join(mods + ["weight"]), False
+    return ".".join(mods + [leaf]), False
+
+
+def _check_token_range(idx: Any, vocab_size: int) -> None:
+    """Raise on ids outside [0, vocab_size) when idx is concrete (inside jit the values are unknown)."""
+    if isinstance(idx, jax.core.Tracer):
+        return
+    arr = np.asarray(idx)
+    if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
+        bad = arr[(arr < 0) | (arr >= vocab_size)]
+        raise ValueError(
+            f"token ids must be in [0, {vocab_size}); got {bad[:5].tolist()}; check that the tokenizer "
+            "matches the model's vocab_size"
+        )
+
+
+def _check_sampling(temperature: float, top_k: int | None, top_p: float | None, vocab_size: int) -> None:
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")
+    if top_k is not None and not 1 <= top_k <= vocab_size:
+        raise ValueError(f"top_k={top_k} must be in [1, vocab_size={vocab_size}]")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p} must be in (0, 1]")
+
+
+def _set_eval(model: nnx.Module) -> bool:
+    """Switch to eval mode; return whether the model was in training mode (dropout active)."""
+    was_training = any(not m.deterministic for _, m in nnx.iter_graph(model) if isinstance(m, nnx.Dropout))
+    model.eval()
+    return was_training
+
+
+@partial(jax.jit, static_argnums=0)
+def _jit_forward(graphdef: nnx.GraphDef, state: nnx.State, idx: jax.Array) -> jax.Array:
+    return nnx.merge(graphdef, state)(idx)[0]
+
+
+@partial(jax.jit, static_argnums=0)
+def _jit_cached(graphdef: nnx.GraphDef, state: nnx.State, idx: jax.Array, cache: KVCache, pos: Any):
+    return nnx.merge(graphdef, state).forward_cached(idx, cache, pos)
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def _sample(logits: jax.Array, key: jax.Array, temperature: float, top_k: int | None, top_p: float | None) -> jax.Array:
+    """Sample one id per row from (B, V) logits: greedy at temperature 0, else top-k then top-p."""
+    if temperature == 0:
+        return jnp.argmax(logits, axis=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]  # (B, 1) k-th largest logit
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if top_p is not None:
+        # Keep the smallest set of top tokens whose probability mass reaches top_p (nucleus sampling):
+        # a token is kept if the mass strictly before it (in descending order) is below top_p.
+        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        keep = (jnp.cumsum(probs, axis=-1) - probs) < top_p
+        cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+    return jax.random.categorical(key, logits, axis=-1)
