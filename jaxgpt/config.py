@@ -119,6 +119,16 @@ def get_preset(name: str) -> GPTConfig:
         raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(sorted(PRESETS))}") from None
 
 
+def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None, vocab_size: int) -> None:
+    """Validate generate()'s sampling arguments (shared by both frameworks' generate)."""
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")
+    if top_k is not None and not 1 <= top_k <= vocab_size:
+        raise ValueError(f"top_k={top_k} must be in [1, vocab_size={vocab_size}]")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p} must be in (0, 1]")
+
+
 T = TypeVar("T")
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxgpt.config import GPTConfig
+from jaxgpt.config import GPTConfig, check_sampling_args
 from jaxgpt.weights import load_hf_dir, save_hf_dir
 
 KVCache = list[tuple[jax.Array, jax.Array]]  # per layer: (k, v), each (B, block_size, n_head, head_dim)
@@ -232,7 +232,7 @@ class GPT(nnx.Module):
         if idx.ndim != 2 or idx.shape[1] == 0:
             raise ValueError(f"idx must be a non-empty (batch, time) array of token ids, got shape {idx.shape}")
         _check_token_range(idx, cfg.vocab_size)
-        _check_sampling(temperature, top_k, top_p, cfg.vocab_size)
+        check_sampling_args(temperature, top_k, top_p, cfg.vocab_size)
         was_training = _set_eval(self)
         graphdef, state = nnx.split(self)
         key = jax.random.key(seed)
@@ -291,15 +291,6 @@ def _check_token_range(idx: Any, vocab_size: int) -> None:
             f"token ids must be in [0, {vocab_size}); got {bad[:5].tolist()}; check that the tokenizer "
             "matches the model's vocab_size"
         )
-
-
-def _check_sampling(temperature: float, top_k: int | None, top_p: float | None, vocab_size: int) -> None:
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")
-    if top_k is not None and not 1 <= top_k <= vocab_size:
-        raise ValueError(f"top_k={top_k} must be in [1, vocab_size={vocab_size}]")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p={top_p} must be in (0, 1]")
 
 
 def _set_eval(model: nnx.Module) -> bool:

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jaxgpt.config import GPTConfig
+from jaxgpt.config import GPTConfig, check_sampling_args
 from jaxgpt.weights import load_hf_dir, save_hf_dir
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (k, v), each (B, n_head, block_size, head_dim)
@@ -194,7 +194,7 @@ class GPT(nn.Module):
         if idx.dim() != 2 or idx.size(1) == 0:
             raise ValueError(f"idx must be a non-empty (batch, time) array of token ids, got shape {tuple(idx.shape)}")
         _check_token_range(idx, cfg.vocab_size)
-        _check_sampling(temperature, top_k, top_p, cfg.vocab_size)
+        check_sampling_args(temperature, top_k, top_p, cfg.vocab_size)
         was_training = self.training
         self.eval()
         gen = torch.Generator(device=device).manual_seed(seed)
@@ -238,15 +238,6 @@ def _check_token_range(idx: torch.Tensor, vocab_size: int) -> None:
             f"token ids must be in [0, {vocab_size}); got {bad[:5].tolist()}; check that the tokenizer "
             "matches the model's vocab_size"
         )
-
-
-def _check_sampling(temperature: float, top_k: int | None, top_p: float | None, vocab_size: int) -> None:
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")
-    if top_k is not None and not 1 <= top_k <= vocab_size:
-        raise ValueError(f"top_k={top_k} must be in [1, vocab_size={vocab_size}]")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p={top_p} must be in (0, 1]")
 
 
 def _sample(logits: torch.Tensor, gen: torch.Generator, temperature: float, top_k: int | None,
