@@ -99,6 +99,13 @@ PRESETS: dict[str, GPTConfig] = {
         block_size=128, vocab_size=400, n_layer=4, n_head=4, n_embd=200, dropout=0.2,
         bias=True, activation="relu", tie_embeddings=False, lm_head_bias=True,
     ),
+    # Our default poetry GPT (issue 5; measurements in docs/bench_poetry.md): the original's size with
+    # a larger BPE vocab (more text per token and per step), no dropout (a 1000-step run sees less
+    # than one epoch of the 28 MB corpus, so there is nothing to regularise), GPT-2's GELU and tied head.
+    "poetry": GPTConfig(
+        block_size=128, vocab_size=1024, n_layer=4, n_head=4, n_embd=200, dropout=0.0,
+        bias=True, activation="gelu_tanh", tie_embeddings=True,
+    ),
     # Tiny configs for tests and CPU benchmarks (HF's PT<->Flax test size: hidden 32, vocab 99).
     "tiny": GPTConfig(block_size=16, vocab_size=99, n_layer=2, n_head=4, n_embd=32),
     "tiny-untied": GPTConfig(

@@ -67,3 +67,29 @@ def assert_tree_close(a: Mapping[str, Any], b: Mapping[str, Any], *, atol: float
         if (atol is not None and diff > atol) or (rtol is not None and rel > rtol):
             worst.append(f"{k}: abs {diff:.3e} rel {rel:.3e}")
     assert not worst, f"{name}: {len(worst)} of {len(a)} entries differ beyond atol={atol} rtol={rtol}:\n" + "\n".join(worst)
+
+
+def make_twins(config: Any, seed: int = 0, perturb: float = 0.02) -> tuple[Any, torch.nn.Module]:
+    """(jaxgpt GPT, torchref GPT) holding identical weights, both in eval mode.
+
+    The torch twin is initialised (seeded), then every parameter gets N(0, perturb) noise, so that
+    zero biases and unit LayerNorm gains cannot hide a bias or gain bug; the JAX twin loads the
+    same numpy arrays through the weight table's `load_numpy`.
+    """
+    from flax import nnx  # parity tests need both frameworks; keep this module importable without jax
+
+    from jaxgpt.gpt import GPT as JaxGPT
+    from torchref.gpt import GPT as TorchGPT
+
+    seed_all(seed)
+    tm = TorchGPT(config)
+    weights = tm.state_numpy()
+    if perturb:
+        rng = np.random.default_rng(seed)
+        weights = {k: (v + rng.normal(0.0, perturb, v.shape)).astype(np.float32) for k, v in weights.items()}
+        tm.load_numpy(weights)
+    jm = JaxGPT(config, rngs=nnx.Rngs(seed))
+    jm.load_numpy(weights)
+    tm.eval()
+    jm.eval()
+    return jm, tm

@@ -1,0 +1,298 @@
+"""HellaSwag, framework-free: read + validate the jsonl, render, pack, score and combine.
+
+Reference: karpathy/build-nanogpt `hellaswag.py` (completion-style scoring, as in its README:
+GPT-2 124M gets acc 0.2859 / acc_norm 0.2955 on the official val set). Each framework's scorer
+only runs the model: it turns a packed batch's tokens (N*4, L) into per-token cross-entropy
+losses (N*4, L-1) (loss[:, j] = -log p(tokens[:, j+1] | tokens[:, :j+1])), and everything else
+is here:
+
+    examples = load_examples(hellaswag_file(args.data), limit=args.limit)
+    rendered = [render_example(ex, enc, block_size) for ex in examples]
+    for batch in iter_batches(rendered, batch_size, length, process_index, num_processes):
+        losses = model_losses(batch.tokens.reshape(-1, length))        # framework code, (N*4, L-1)
+        results.append(score_batch(batch, losses))
+    total = combine_results(results)     # or all-gather per-process results, then combine
+    print(total.summary())
+
+Rendering (as build-nanogpt's render_example): ctx tokens = enc(ctx), ending tokens =
+enc(" " + ending); row i = ctx + ending_i, mask 1 on the ending tokens. Truncation: when the
+longest row exceeds `block_size`, tokens are dropped from the LEFT of the context, by the same
+amount for all four rows (they keep one shared context), so the longest row is exactly
+block_size. An ending that leaves no context token (len(ending) >= block_size) raises.
+
+Scoring: sum_loss = sum of the ending tokens' losses, mean_loss = sum_loss / n ending tokens;
+`acc` uses argmin(sum_loss), `acc_norm` argmin(mean_loss). Sums are taken in float64 on the
+host. Tie-break: the lowest ending index wins (numpy argmin's rule, and torch/jnp argmin's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jaxgpt.data import cache_dir
+
+HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
+N_ENDINGS = 4
+
+
+@dataclass(frozen=True)
+class Example:
+    """One HellaSwag task: only the fields the scoring needs (others in the file are ignored)."""
+
+    ctx: str
+    endings: tuple[str, str, str, str]
+    label: int  # index of the correct ending, 0-3
+    line: int  # 1-based line in the source file, for error messages
+
+
+def download_hellaswag(dest_dir: Path | None = None, url: str = HELLASWAG_VAL_URL, timeout: float = 30.0) -> Path:
+    """Download hellaswag_val.jsonl into `dest_dir` (default cache_dir()/hellaswag) once; returns its path."""
+    dest_dir = Path(dest_dir) if dest_dir is not None else cache_dir() / "hellaswag"
+    path = dest_dir / "hellaswag_val.jsonl"
+    if path.is_file():
+        return path
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    tmp = dest_dir / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+        os.replace(tmp, path)  # never leave a half-downloaded file under the cached name
+    except OSError as e:
+        raise FileNotFoundError(f"could not download HellaSwag from {url} ({e}); when offline, pass a local "
+                                "file in the hellaswag_val.jsonl schema with --data FILE") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def hellaswag_file(data: str | Path | None = None) -> Path:
+    """`data` if given (must exist), else the cached/downloaded official val file."""
+    if data is None:
+        return download_hellaswag()
+    p = Path(data)
+    if not p.is_file():
+        raise FileNotFoundError(f"HellaSwag file {p} not found; check --data")
+    return p
+
+
+def parse_example(line: str, lineno: int, where: str = "hellaswag") -> Example:
+    """One jsonl line -> Example, or ValueError naming `where:lineno` and the problem."""
+    at = f"{where}:{lineno}"
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{at}: invalid JSON ({e.msg}); each line must be one HellaSwag JSON object") from None
+    if not isinstance(rec, dict):
+        raise ValueError(f"{at}: expected a JSON object, got {type(rec).__name__}")  # noqa: TRY004
+    missing = [k for k in ("ctx", "label", "endings") if k not in rec]
+    if missing:
+        raise ValueError(f"{at}: missing field(s) {missing}; a HellaSwag line needs ctx, label and endings")
+    ctx, label, endings = rec["ctx"], rec["label"], rec["endings"]
+    if isinstance(label, str) and label.strip().isdigit():  # some exports store the label as a string
+        label = int(label)
+    if not isinstance(ctx, str):
+        raise ValueError(f"{at}: ctx must be a string, got {type(ctx).__name__}")  # noqa: TRY004
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < N_ENDINGS:
+        raise ValueError(f"{at}: label {label!r} is not an ending index 0-3")
+    if not isinstance(endings, list) or len(endings) != N_ENDINGS or not all(isinstance(e, str) for e in endings):
+        n = len(endings) if isinstance(endings, list) else type(endings).__name__
+        raise ValueError(f"{at}: endings must be a list of {N_ENDINGS} strings, got {n}")
+    return Example(ctx, tuple(endings), label, lineno)
+
+
+def load_examples(path: str | Path, limit: int | None = None) -> list[Example]:
+    """Read and validate a hellaswag_val.jsonl-schema file (blank lines skipped); the first `limit` tasks."""
+    path = Path(path)
+    out: list[Example] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if limit is not None and len(out) >= limit:
+                break
+            if line.strip():
+                out.append(parse_example(line, lineno, str(path)))
+    if not out:
+        raise ValueError(f"{path} holds no HellaSwag examples; check --data")
+    return out
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One example as 4 token rows. tokens/mask: int32 (4, L), L = longest row; pad_id / 0 after a row ends."""
+
+    tokens: np.ndarray  # (4, L)
+    mask: np.ndarray  # (4, L), 1 on ending tokens
+    label: int
+    truncated: int  # context tokens dropped from the left to fit block_size
+
+
+def render_example(ex: Example, enc, block_size: int | None = None, pad_id: int = 50256) -> Rendered:
+    """build-nanogpt's render_example, plus left truncation of the context to fit `block_size`."""
+    ctx = enc.encode(ex.ctx)
+    ends = [enc.encode(" " + e) for e in ex.endings]  # " " + ending: GPT-2 tokenizes the space with the word
+    longest = max(len(e) for e in ends)
+    cut = 0
+    if block_size is not None and len(ctx) + longest > block_size:
+        if longest >= block_size:
+            raise ValueError(f"line {ex.line}: an ending has {longest} tokens, which leaves no context within "
+                             f"block_size {block_size}; use a model with a larger block_size")
+        cut = len(ctx) + longest - block_size
+        ctx = ctx[cut:]
+    L = len(ctx) + longest
+    tokens = np.full((N_ENDINGS, L), pad_id, dtype=np.int32)
+    mask = np.zeros((N_ENDINGS, L), dtype=np.int32)
+    for i, e in enumerate(ends):
+        tokens[i, :len(ctx) + len(e)] = ctx + e
+        mask[i, len(ctx):len(ctx) + len(e)] = 1
+    return Rendered(tokens, mask, ex.label, cut)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Fixed-shape pack of examples, so a jitted scorer compiles once."""
+
+    tokens: np.ndarray  # (N, 4, length) int32; padding rows/columns hold pad_id
+    mask: np.ndarray  # (N, 4, length) int32; 0 on padding
+    labels: np.ndarray  # (N,) int32
+    index: np.ndarray  # (N,) int64: the example's position in the rendered list; -1 for padding examples
+
+
+def pack(rendered: Sequence[Rendered], indices: Sequence[int], batch_size: int, length: int,
+         pad_id: int = 50256) -> Batch:
+    """Pack rendered[i] for i in `indices` into arrays of batch_size examples x `length` tokens.
+
+    Right padding changes no loss at real positions (causal attention). Padding examples carry
+    mask 0 and index -1 and are dropped by score_batch.
+    """
+    if len(indices) > batch_size:
+        raise ValueError(f"{len(indices)} examples do not fit a batch of {batch_size}")
+    tokens = np.full((batch_size, N_ENDINGS, length), pad_id, dtype=np.int32)
+    mask = np.zeros((batch_size, N_ENDINGS, length), dtype=np.int32)
+    labels = np.zeros(batch_size, dtype=np.int32)
+    index = np.full(batch_size, -1, dtype=np.int64)
+    for j, i in enumerate(indices):
+        r = rendered[i]
+        L = r.tokens.shape[1]
+        if L > length:
+            raise ValueError(f"example {i} has {L} tokens, more than the pack length {length}; "
+                             "render with block_size <= length")
+        tokens[j, :, :L], mask[j, :, :L], labels[j], index[j] = r.tokens, r.mask, r.label, i
+    return Batch(tokens, mask, labels, index)
+
+
+def pack_length(rendered: Sequence[Rendered], bucket: int = 64, block_size: int | None = None) -> int:
+    """One pad length for a whole evaluation: the longest row rounded up to `bucket` (capped at block_size)."""
+    L = max(r.tokens.shape[1] for r in rendered)
+    L = -(-L // bucket) * bucket
+    return min(L, block_size) if block_size is not None else L
+
+
+def iter_batches(rendered: Sequence[Rendered], batch_size: int, length: int, process_index: int = 0,
+                 num_processes: int = 1, pad_id: int = 50256) -> Iterator[Batch]:
+    """This process's batches: examples p, p+P, p+2P, ... in fixed-shape batches.
+
+    Every process yields the same number of batches (the last ones padded), so collective
+    calls inside a distributed scorer stay in step.
+    """
+    mine = list(range(process_index, len(rendered), num_processes))
+    n_batches = -(-len(rendered) // (batch_size * num_processes))
+    for b in range(n_batches):
+        yield pack(rendered, mine[b * batch_size:(b + 1) * batch_size], batch_size, length, pad_id)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per example (N,) and per ending (N, 4) results of completion scoring."""
+
+    sum_loss: np.ndarray  # (N, 4) float64
+    mean_loss: np.ndarray  # (N, 4) float64
+    pred: np.ndarray  # (N,) argmin sum_loss: `acc`
+    pred_norm: np.ndarray  # (N,) argmin mean_loss: `acc_norm`
+
+
+def completion_scores(losses: np.ndarray, mask: np.ndarray) -> Scores:
+    """Per-token losses (N*4, L-1) or (N, 4, L-1) and mask (N, 4, L) -> summed / mean ending losses + predictions.
+
+    losses[.., j] scores token j+1, so the mask is shifted by one: mask[.., 1:]. Positions with
+    mask 0 are ignored even if their loss is inf/nan (padding). Ties: lowest ending index wins.
+    """
+    mask = np.asarray(mask)
+    N, n_end, L = mask.shape
+    losses = np.asarray(losses, dtype=np.float64).reshape(N, n_end, L - 1)  # (N, 4, L-1)
+    m = mask[..., 1:] != 0  # (N, 4, L-1)
+    sum_loss = np.where(m, losses, 0.0).sum(-1)  # (N, 4)
+    count = m.sum(-1)
+    mean_loss = sum_loss / np.maximum(count, 1)
+    return Scores(sum_loss, mean_loss, sum_loss.argmin(-1), mean_loss.argmin(-1))
+
+
+@dataclass(frozen=True)
+class Result:
+    """Per-example predictions of (part of) an evaluation; combine parts with combine_results."""
+
+    index: np.ndarray  # (n,) int64 example indices
+    label: np.ndarray  # (n,) int64
+    pred: np.ndarray  # (n,) int64
+    pred_norm: np.ndarray  # (n,) int64
+
+    @property
+    def n(self) -> int:
+        return len(self.index)
+
+    @property
+    def correct(self) -> int:
+        return int((self.pred == self.label).sum())
+
+    @property
+    def correct_norm(self) -> int:
+        return int((self.pred_norm == self.label).sum())
+
+    @property
+    def acc(self) -> float:
+        return self.correct / max(self.n, 1)
+
+    @property
+    def acc_norm(self) -> float:
+        return self.correct_norm / max(self.n, 1)
+
+    def counts(self) -> np.ndarray:
+        """[n, correct, correct_norm] int64: sum these across processes (all-reduce) for exact totals."""
+        return np.array([self.n, self.correct, self.correct_norm], dtype=np.int64)
+
+    def summary(self) -> str:
+        return (f"hellaswag: acc {self.acc:.4f} ({self.correct}/{self.n})  "
+                f"acc_norm {self.acc_norm:.4f} ({self.correct_norm}/{self.n})")
+
+
+def score_batch(batch: Batch, losses: np.ndarray) -> Result:
+    """A batch's per-token losses (N*4, length-1) -> Result for its real (non-padding) examples."""
+    s = completion_scores(losses, batch.mask)
+    real = batch.index >= 0
+    as64 = lambda a: np.asarray(a, dtype=np.int64)[real]
+    return Result(as64(batch.index), as64(batch.labels), as64(s.pred), as64(s.pred_norm))
+
+
+def combine_results(parts: Sequence[Result]) -> Result:
+    """Merge results from batches/processes into one, ordered by example index (counts stay exact).
+
+    Raises if an example appears twice (a sharding bug would otherwise inflate the count).
+    """
+    cat = lambda f: np.concatenate([getattr(p, f) for p in parts]) if parts else np.zeros(0, np.int64)
+    index = cat("index")
+    order = np.argsort(index, kind="stable")
+    if len(index) and (np.diff(index[order]) == 0).any():
+        raise ValueError("an example was scored twice; each process must score a disjoint set")
+    return Result(index[order], cat("label")[order], cat("pred")[order], cat("pred_norm")[order])
+
+
+def counts_to_metrics(counts: np.ndarray) -> dict:
+    """Summed counts() ([n, correct, correct_norm]) -> {'n', 'acc', 'acc_norm'}."""
+    n, c, cn = (int(v) for v in counts)
+    return {"n": n, "acc": c / max(n, 1), "acc_norm": cn / max(n, 1)}

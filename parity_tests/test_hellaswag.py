@@ -1,0 +1,142 @@
+"""HellaSwag agreement: JAX vs torch on the same weights, and ours vs transformers' own forward pass.
+
+Both run on the real 200-item sample with the real GPT-2 tokenizer. Most checks use a compact
+vocabulary: the ids the sample's text uses, renumbered 0..n-1 (`CompactGPT2`). Scoring only
+compares two implementations on the same token rows, so a renumbering changes nothing it checks,
+and it makes a random model's head and softmax ~10x cheaper on CPU. One check uses the full
+50257-id vocabulary (padding with <|endoftext|>) on a slice of the sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tiktoken
+import torch
+from flax import nnx
+
+from conftest import data_file
+from jaxgpt.config import GPTConfig
+from jaxgpt.data.hellaswag import Example, completion_scores, iter_batches, load_examples, pack_length, render_example
+from jaxgpt.eval import hellaswag as jhs
+from jaxgpt.gpt import GPT as JaxGPT
+from parity_tests.helpers import FWD_ATOL, assert_close, seed_all
+from torchref.eval import hellaswag as ths
+from torchref.gpt import GPT as TorchGPT
+
+transformers = pytest.importorskip("transformers")
+
+
+class CompactGPT2:
+    """tiktoken gpt2 with the ids that `examples` use renumbered 0..n-1 (a bijection on those ids)."""
+
+    def __init__(self, examples: list[Example]):
+        self.enc = tiktoken.get_encoding("gpt2")
+        used = set()
+        for ex in examples:
+            for text in (ex.ctx, *(" " + e for e in ex.endings)):
+                used.update(self.enc.encode(text))
+        self.ids = {t: i for i, t in enumerate(sorted(used))}
+        self.n_vocab = len(self.ids)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.ids[t] for t in self.enc.encode(text)]
+
+
+@pytest.fixture(scope="module")
+def examples() -> list[Example]:
+    return load_examples(data_file("hellaswag_val_sample.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def compact(examples) -> CompactGPT2:
+    return CompactGPT2(examples)
+
+
+def tiny_config(vocab_size: int) -> GPTConfig:
+    # block_size 128 holds every row of the sample (the longest is 125 tokens) without truncation.
+    return GPTConfig(block_size=128, vocab_size=vocab_size, n_layer=2, n_head=4, n_embd=32)
+
+
+def twins(config: GPTConfig) -> tuple[JaxGPT, TorchGPT]:
+    seed_all(0)
+    tm = TorchGPT(config)
+    jm = JaxGPT(config, rngs=nnx.Rngs(0))
+    jm.load_numpy(tm.state_numpy())
+    return jm, tm
+
+
+def hf_scores(hf_model, enc, examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
+    """build-nanogpt's scoring written out on transformers' forward: one unpadded row per ending."""
+    sums, means = np.zeros((len(examples), 4)), np.zeros((len(examples), 4))
+    with torch.no_grad():
+        for n, ex in enumerate(examples):
+            ctx = enc.encode(ex.ctx)
+            for i, ending in enumerate(ex.endings):
+                end = enc.encode(" " + ending)
+                row = torch.tensor([ctx + end])
+                logits = hf_model(row).logits[0, :-1].double()  # (T-1, V): position j predicts token j+1
+                nll = torch.nn.functional.cross_entropy(logits, row[0, 1:], reduction="none")
+                ending_nll = nll[len(ctx) - 1:]  # the losses of the ending's tokens
+                assert len(ending_nll) == len(end)
+                sums[n, i], means[n, i] = ending_nll.sum().item(), ending_nll.mean().item()
+    return sums, means
+
+
+def hf_model(vocab_size: int, seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(vocab_size=vocab_size, n_positions=128, n_embd=32, n_layer=2, n_head=4,
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+def test_jax_and_torch_agree_on_the_sample(examples, compact):
+    jm, tm = twins(tiny_config(compact.n_vocab))
+    rj = jhs.evaluate_hellaswag(jm, examples, batch_size=8, enc=compact)
+    rt = ths.evaluate_hellaswag(tm, examples, batch_size=8, enc=compact)
+    assert rj["count"] == rt["count"] == 200
+    # A random model's choices still vary: identical predictions are a real check, not a constant.
+    assert len(set(rj["result"].pred.tolist())) > 1
+    np.testing.assert_array_equal(rj["result"].index, np.arange(200))
+    np.testing.assert_array_equal(rj["result"].pred, rt["result"].pred)
+    np.testing.assert_array_equal(rj["result"].pred_norm, rt["result"].pred_norm)
+    assert (rj["acc"], rj["acc_norm"]) == (rt["acc"], rt["acc_norm"])
+
+    # And the per-token losses behind them agree to the forward tolerance (first batch).
+    rendered = [render_example(ex, compact, 128, jhs.pad_token(jm.config)) for ex in examples]
+    length = pack_length(rendered, block_size=128)
+    batch = next(iter_batches(rendered, 8, length, pad_id=jhs.pad_token(jm.config)))
+    rows = batch.tokens.reshape(-1, length)
+    assert_close(jhs.token_losses(jm, rows), ths.token_losses(tm, rows), atol=FWD_ATOL, name="token losses")
+
+
+def test_transformers_forward_gives_the_same_predictions(examples, compact, tmp_path):
+    hf = hf_model(compact.n_vocab)
+    sums, means = hf_scores(hf, compact, examples)
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    for framework, GPT, evaluate in (("jax", JaxGPT, jhs.evaluate_hellaswag), ("torch", TorchGPT, ths.evaluate_hellaswag)):
+        r = evaluate(GPT.from_hf(str(tmp_path)), examples, batch_size=8, enc=compact)["result"]
+        np.testing.assert_array_equal(r.pred, sums.argmin(1), err_msg=f"{framework}: acc predictions")
+        np.testing.assert_array_equal(r.pred_norm, means.argmin(1), err_msg=f"{framework}: acc_norm predictions")
+    # Our completion_scores on our losses reproduce transformers' per-ending sums, not only their argmin.
+    jm = JaxGPT.from_hf(str(tmp_path))
+    rendered = [render_example(ex, compact, 128, jhs.pad_token(jm.config)) for ex in examples[:8]]
+    length = pack_length(rendered, block_size=128)
+    batch = next(iter_batches(rendered, 8, length, pad_id=jhs.pad_token(jm.config)))
+    s = completion_scores(jhs.token_losses(jm, batch.tokens.reshape(-1, length)), batch.mask)
+    assert_close(s.sum_loss, sums[:8], atol=1e-4, name="summed ending losses (up to ~40 tokens of fp32)")
+    assert_close(s.mean_loss, means[:8], atol=FWD_ATOL, name="mean ending losses")
+
+
+def test_full_gpt2_vocabulary_slice(examples, tmp_path):
+    """The real 50257-id vocabulary and <|endoftext|> padding, on a slice (the head costs 10x more)."""
+    part = examples[:12]
+    enc = tiktoken.get_encoding("gpt2")
+    hf = hf_model(50257, seed=1)
+    sums, means = hf_scores(hf, enc, part)
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    rj = jhs.evaluate_hellaswag(JaxGPT.from_hf(str(tmp_path)), part, batch_size=4)["result"]
+    rt = ths.evaluate_hellaswag(TorchGPT.from_hf(str(tmp_path)), part, batch_size=4)["result"]
+    for r in (rj, rt):
+        np.testing.assert_array_equal(r.pred, sums.argmin(1))
+        np.testing.assert_array_equal(r.pred_norm, means.argmin(1))

@@ -1,0 +1,90 @@
+"""Train a BPE tokenizer on text files and write PREFIX.model + PREFIX.vocab.
+
+    python scripts/train_tokenizer.py --input ../shared/data/french_poetry/poems.txt \
+        --vocab-size 4096 --pattern gpt4 --special '<|endoftext|>' --out out/poems
+
+The last --holdout fraction of the input (cut at a line boundary) is not trained on; the script
+reports the compression (UTF-8 bytes per token) on it. Library code: jaxgpt/tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from jaxgpt.tokenizer import RegexTokenizer
+
+
+def read_inputs(paths: list[str], max_bytes: int | None) -> list[str]:
+    """UTF-8 texts of the input files (one document each), truncated to max_bytes in total."""
+    texts, budget = [], max_bytes
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise FileNotFoundError(f"input file {path} not found")
+        data = path.read_bytes()
+        if budget is not None:
+            if budget <= 0:
+                break
+            if len(data) > budget:  # cut at the last line end within the budget
+                data = data[:data.rfind(b"\n", 0, budget) + 1 or budget]
+            budget -= len(data)
+        try:
+            texts.append(data.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path} is not UTF-8 text ({e}); convert it, e.g. with iconv -t UTF-8") from None
+    return texts
+
+
+def split_holdout(texts: list[str], frac: float) -> tuple[list[str], str]:
+    """(training documents, held-out text): the last `frac` of all characters, from a line start."""
+    if not 0 <= frac < 1:
+        raise ValueError(f"--holdout {frac} must be in [0, 1)")
+    total = sum(len(t) for t in texts)
+    cut, seen = int(total * (1 - frac)), 0
+    for i, t in enumerate(texts):
+        if seen + len(t) > cut:
+            nl = t.find("\n", cut - seen)
+            at = len(t) if nl < 0 else nl + 1
+            return [*texts[:i], t[:at]], t[at:] + "".join(texts[i + 1:])
+        seen += len(t)
+    return texts, ""
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--input", nargs="+", required=True, metavar="FILE", help="UTF-8 text files")
+    ap.add_argument("--vocab-size", type=int, required=True, help="total ids, special tokens included")
+    ap.add_argument("--pattern", choices=["gpt2", "gpt4", "none"], default="gpt4", help="split regex")
+    ap.add_argument("--special", action="append", default=[], metavar="TOKEN",
+                    help="special token (repeatable), numbered after the learned tokens")
+    ap.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.model and PREFIX.vocab")
+    ap.add_argument("--holdout", type=float, default=0.1, help="fraction kept out to measure compression")
+    ap.add_argument("--max-bytes", type=int, default=None, help="use only the first N bytes of the input")
+    ap.add_argument("--workers", type=int, default=1, help="processes for splitting large inputs")
+    args = ap.parse_args(argv)
+    try:
+        texts = read_inputs(args.input, args.max_bytes)
+        train_texts, held_out = split_holdout(texts, args.holdout)
+        n_bytes = sum(len(t.encode("utf-8")) for t in train_texts)
+        print(f"training on {n_bytes / 1e6:.2f} MB from {len(args.input)} file(s), pattern {args.pattern}, "
+              f"vocab size {args.vocab_size}" + (f", specials {args.special}" if args.special else ""))
+        tok = RegexTokenizer(args.pattern)
+        tok.register_special_tokens(args.special)
+        t0 = time.perf_counter()
+        tok.train(train_texts, args.vocab_size, verbose=True, num_workers=args.workers)
+        print(f"trained in {time.perf_counter() - t0:.1f} s")
+        model_file, vocab_file = tok.save(args.out)
+        print(f"wrote {model_file} and {vocab_file}")
+        if held_out.strip():
+            ids = tok.encode(held_out, allowed_special="all")
+            n = len(held_out.encode("utf-8"))
+            print(f"held-out compression: {n / len(ids):.2f} bytes/token ({n:,} bytes -> {len(ids):,} tokens)")
+    except (ValueError, OSError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""BPE tokenizer behaviour: helpers, Basic/Regex round trips, special tokens, save/load, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from conftest import data_file
+from jaxgpt.tokenizer import (
+    GPT4_SPLIT_PATTERN,
+    BasicTokenizer,
+    RegexTokenizer,
+    Tokenizer,
+    get_stats,
+    load_tokenizer,
+    merge,
+)
+
+HARD_STRINGS = [
+    "",
+    "?",
+    "hello world!!!? (안녕하세요!) lol123 😉",
+    "   leading and trailing   \n\n\t  ",
+    "I've got 1234567 apples, they're 3.14 each; don't you'll we'd",
+    "Ça va? Très bien — «merci» ! Ἀθῆναι Москва 東京 مرحبا 🇫🇷👨‍👩‍👧",
+    "\r\n\r\n line\r\nbreaks\u00a0nbsp\u2028sep",
+]
+TRAIN_TEXT = ("Le vent se lève, il faut tenter de vivre. L'air immense ouvre et referme mon livre.\n"
+              "Demain, dès l'aube, à l'heure où blanchit la campagne, je partirai.\n") * 20
+
+
+def test_helper_docstring_examples():
+    assert get_stats([1, 2, 3, 1, 2]) == {(1, 2): 2, (2, 3): 1, (3, 1): 1}
+    assert get_stats([5, 5, 5]) == {(5, 5): 2}
+    assert merge([1, 2, 3, 1, 2], (1, 2), 4) == [4, 3, 4]
+    assert merge([5, 5, 5], (5, 5), 9) == [9, 5]
+
+
+@pytest.mark.parametrize("cls", [BasicTokenizer, RegexTokenizer])
+def test_wikipedia_example(cls):
+    # https://en.wikipedia.org/wiki/Byte_pair_encoding: aa -> Z, ab -> Y, ZY -> X
+    tok = cls()
+    tok.train("aaabdaaabac", 256 + 3)
+    assert tok.encode("aaabdaaabac") == [258, 100, 258, 97, 99]
+    assert tok.decode([258, 100, 258, 97, 99]) == "aaabdaaabac"
+
+
+@pytest.mark.parametrize("make", [BasicTokenizer, lambda: RegexTokenizer("gpt2"), lambda: RegexTokenizer("gpt4"),
+                                  lambda: RegexTokenizer("none")])
+@pytest.mark.parametrize("text", HARD_STRINGS)
+def test_round_trip_hard_strings(make, text):
+    tok = make()
+    tok.train(TRAIN_TEXT, 300)
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_save_load_round_trip(tmp_path):
+    tok = RegexTokenizer("gpt2")
+    tok.register_special_tokens(["<|endofpoem|>", "<sp ace>"])
+    tok.train(TRAIN_TEXT, 320)
+    assert tok.special_tokens == {"<|endofpoem|>": 318, "<sp ace>": 319}  # renumbered after the merges
+    model, vocab = tok.save(tmp_path / "sub" / "poems")
+    assert model.name == "poems.model" and vocab.read_text(encoding="utf-8").count("\n") == 320
+    back = load_tokenizer(model)
+    assert isinstance(back, RegexTokenizer)
+    assert back.pattern == tok.pattern and back._compiled.pattern == tok.pattern  # minbpe forgot this
+    assert back.merges == tok.merges and back.vocab == tok.vocab and back.special_tokens == tok.special_tokens
+    text = TRAIN_TEXT[:200] + "<|endofpoem|>" + HARD_STRINGS[2]
+    assert back.encode(text, allowed_special="all") == tok.encode(text, allowed_special="all")
+    assert tok.encode(text, allowed_special="all").count(318) == 1
+
+    basic = BasicTokenizer()
+    basic.train(TRAIN_TEXT, 280)
+    basic_back = load_tokenizer(basic.save(tmp_path / "basic")[0])
+    assert isinstance(basic_back, BasicTokenizer) and basic_back.merges == basic.merges
+
+
+def test_special_token_semantics():
+    tok = RegexTokenizer("gpt4")
+    tok.train(TRAIN_TEXT, 300)
+    tok.register_special_tokens({"<|eot|>": 300, "<|x|>": 301})
+    text = "vivre<|eot|>mon <|x|>"
+    with pytest.raises(ValueError, match="allowed_special"):
+        tok.encode(text)  # default: a special token in the text raises, like tiktoken
+    ids_all = tok.encode(text, allowed_special="all")
+    assert 300 in ids_all and 301 in ids_all
+    ids_one = tok.encode(text, allowed_special={"<|eot|>"}, disallowed_special=())
+    assert 300 in ids_one and 301 not in ids_one
+    with pytest.raises(ValueError, match="<\\|x\\|>"):
+        tok.encode(text, allowed_special={"<|eot|>"})  # <|x|> still disallowed
+    assert tok.encode(text, allowed_special="none") == tok.encode_ordinary(text)
+    assert tok.decode(ids_all) == tok.decode(ids_one) == text
+    with pytest.raises(ValueError, match="unregistered"):
+        tok.encode(text, allowed_special={"<|nope|>"})
+
+
+def test_encode_batch_matches_encode():
+    tok = RegexTokenizer("gpt4")
+    tok.train(TRAIN_TEXT, 300)
+    texts = [TRAIN_TEXT[i:i + 97] for i in range(0, 2000, 97)] + HARD_STRINGS
+    expected = [tok.encode(t) for t in texts]
+    assert tok.encode_batch(texts) == expected
+    assert tok.encode_batch(texts, num_workers=2) == expected
+
+
+def test_invalid_utf8_decodes_with_replacement():
+    tok = RegexTokenizer("gpt4")
+    tok.train(TRAIN_TEXT, 300)
+    ids = tok.encode("é")  # two bytes, b"\xc3\xa9"
+    assert tok.decode_bytes(ids) == "é".encode()
+    assert tok.decode([0xC3]) == "\ufffd"  # half a character: replacement char, no exception
+    assert tok.decode([0xC3, ord("a")]) == "\ufffda"
+
+
+def test_package_imports_no_framework():
+    code = "import sys, jaxgpt.tokenizer; assert 'jax' not in sys.modules and 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_vocab_sizes_and_texts():
+    with pytest.raises(ValueError, match=">= 256"):
+        BasicTokenizer().train(TRAIN_TEXT, 255)
+    tok = RegexTokenizer()
+    tok.register_special_tokens(["<|a|>", "<|b|>"])
+    with pytest.raises(ValueError, match="258"):
+        tok.train(TRAIN_TEXT, 257)
+    for bad in ["", "   \n\t ", ["", "  "], []]:
+        with pytest.raises(ValueError, match="empty or only whitespace"):
+            RegexTokenizer().train(bad, 300)
+    with pytest.raises(ValueError, match="empty or only whitespace"):
+        BasicTokenizer().train("", 300)
+    with pytest.raises(ValueError, match="invalid split pattern"):
+        RegexTokenizer("(unclosed")
+
+
+def test_small_corpus_warns_with_merge_count():
+    tok = RegexTokenizer("gpt4")
+    with pytest.warns(UserWarning, match="learned 3 of 44 merges"):
+        tok.train("abc abc", 300)  # chunks "abc", " abc": merges ab, (ab)c, " "(abc), then no pair is left
+    assert tok.encode("abc abc") == [257, 258]
+    assert tok.decode(tok.encode("abc abc")) == "abc abc"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RegexTokenizer().train(TRAIN_TEXT, 260)  # enough pairs: no warning
+
+
+def test_colliding_special_tokens():
+    tok = RegexTokenizer()
+    tok.train(TRAIN_TEXT, 300)
+    with pytest.raises(ValueError, match="collides with the learned token"):
+        tok.register_special_tokens({"<|eot|>": 299})
+    with pytest.raises(ValueError, match="distinct"):
+        tok.register_special_tokens({"<|a|>": 300, "<|b|>": 300})
+    with pytest.raises(ValueError, match="non-empty"):
+        tok.register_special_tokens({"": 300})
+    with pytest.raises(TypeError, match="bare string"):
+        tok.register_special_tokens("<|eot|>")
+    tok.register_special_tokens(["<|a|>", "<|b|>", "<|a|>"])
+    assert tok.special_tokens == {"<|a|>": 300, "<|b|>": 301}
+    with pytest.raises(ValueError, match="already registered"):
+        tok.register_special_tokens({"<|a|>": 400})
+    with pytest.raises(ValueError, match="no special tokens"):
+        BasicTokenizer().register_special_tokens(["<|a|>"])
+
+
+def test_unknown_id_in_decode():
+    tok = RegexTokenizer()
+    tok.train(TRAIN_TEXT, 300)
+    tok.register_special_tokens(["<|eot|>"])
+    assert tok.decode([300]) == "<|eot|>"
+    for bad in [301, -1, 10**9]:
+        with pytest.raises(ValueError, match=f"invalid token id {bad}"):
+            tok.decode([72, bad])
+
+
+def test_bad_model_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_tokenizer(tmp_path / "missing.model")
+    (tmp_path / "x.vocab").write_text("[a] 97\n")
+    with pytest.raises(ValueError, match="expected a .model file"):
+        load_tokenizer(tmp_path / "x.vocab")
+    cases = {
+        "v2.model": "minbpe v2\n\n0\n",
+        "json.model": '{"model": {"type": "BPE"}}\n',
+        "empty.model": "",
+        "count.model": "minbpe v1\n\nthree\n",
+        "merge.model": "minbpe v1\n\n0\n97 98\n300 1\n",
+        "junk.model": "minbpe v1\n\n0\n97\n",
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_text(content, encoding="utf-8")
+        with pytest.raises(ValueError, match=name):
+            load_tokenizer(tmp_path / name)
+
+
+def test_save_errors(tmp_path):
+    tok = RegexTokenizer("a\nb")
+    with pytest.raises(ValueError, match="literal newline"):
+        tok.save(tmp_path / "nl")
+
+
+def test_poems_slice_round_trip():
+    text = data_file("french_poetry/poems.txt").read_text(encoding="utf-8")[:200_000]
+    tok = RegexTokenizer("gpt4")
+    tok.train(text[:150_000], 1024)
+    held_out = text[150_000:]
+    ids = tok.encode(held_out)
+    assert tok.decode(ids) == held_out
+    assert len(held_out.encode()) / len(ids) > 2.3  # merges compress French verse (~2.0 bytes/token at vocab 512, ~2.5 at 1024)
+
+
+def test_base_class_is_abstract():
+    with pytest.raises(NotImplementedError):
+        Tokenizer().train("abc", 300)
+    assert GPT4_SPLIT_PATTERN  # exported
+
+
+def test_heap_encoder_equals_minbpe_loop():
+    tok = BasicTokenizer()
+    tok.train(TRAIN_TEXT * 2 + "aaaaaaaaaa bbbbbb", 380)
+    for text in [*HARD_STRINGS, TRAIN_TEXT, "a" * 101, "aaab" * 40, TRAIN_TEXT[::-1]]:
+        assert tok.encode(text) == tok.encode_slow(text)

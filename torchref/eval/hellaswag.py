@@ -1,0 +1,144 @@
+"""HellaSwag scoring in PyTorch: the mirror of `jaxgpt/eval/hellaswag.py`.
+
+References: karpathy/build-nanogpt `hellaswag.py` (completion-style scoring). Rendering, packing,
+scoring and combining are the framework-free `jaxgpt/data/hellaswag.py`; only the forward pass
+(`token_losses`: rows (R, L) -> per-token cross-entropy (R, L-1)) is torch.
+
+Distribution: when torch.distributed is initialised (DDP), rank r scores examples r, r+W, ...
+(`iter_batches`); the per-example predictions are all-gathered and merged by example index, and
+the counts are checked against an all_reduce(SUM) of [n, correct, correct_norm], so every rank
+returns the same exact totals.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from jaxgpt.config import GPTConfig
+from jaxgpt.data.hellaswag import (
+    Example, Rendered, Result, combine_results, hellaswag_file, iter_batches, load_examples,
+    pack_length, render_example, score_batch,
+)
+from torchref.gpt import GPT
+
+EOT = 50256  # GPT-2's <|endoftext|>
+
+
+@torch.no_grad()
+def token_losses(model: GPT, tokens: np.ndarray, device: torch.device | str | None = None) -> np.ndarray:
+    """Per-token losses (R, L-1) of token rows (R, L): loss[:, j] = -log p(tokens[:, j+1] | tokens[:, :j+1])."""
+    device = device if device is not None else next(model.parameters()).device
+    x = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=device)
+    logits, _ = model(x[:, :-1])  # (R, L-1, V) fp32: the last token predicts nothing
+    losses = F.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")  # (R, L-1)
+    return losses.float().cpu().numpy()
+
+
+def _rendered(examples_or_path: Any, config: GPTConfig, limit: int | None, enc: Any, pad_id: int) -> list[Rendered]:
+    """Path / Examples / Rendered -> the first `limit` rendered examples, checked against the vocabulary."""
+    if isinstance(examples_or_path, (str, Path)):
+        items: Sequence[Any] = load_examples(hellaswag_file(examples_or_path), limit=limit)
+    else:
+        items = list(examples_or_path)[:limit]
+    if not items:
+        raise ValueError("no HellaSwag examples to evaluate; check the data file and --limit")
+    if all(isinstance(x, Rendered) for x in items):
+        rendered = list(items)
+    elif all(isinstance(x, Example) for x in items):
+        if enc is None:
+            import tiktoken
+
+            enc = tiktoken.get_encoding("gpt2")
+        rendered = [render_example(ex, enc, config.block_size, pad_id) for ex in items]
+    else:
+        raise TypeError("examples_or_path must be a file path, or a list of Example or Rendered from "
+                        "jaxgpt.data.hellaswag (load_examples / render_example)")
+    top = max(int(r.tokens.max()) for r in rendered)  # same host check as the JAX twin
+    if top >= config.vocab_size:
+        raise ValueError(f"rendered token id {top} >= the model's vocab_size {config.vocab_size}; the tokenizer "
+                         "does not match the model (HellaSwag needs the GPT-2 tokenizer and vocab)")
+    return rendered
+
+
+def pad_token(config: GPTConfig) -> int:
+    """Filler id for padding: <|endoftext|> when the vocabulary has it (its value never matters)."""
+    return min(EOT, config.vocab_size - 1)
+
+
+def check_eval_args(batch_size: int, limit: int | None) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1 (examples per process per step)")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit={limit} must be >= 1 (or None for every example)")
+
+
+def evaluate_hellaswag(model: GPT, examples_or_path: Any, *, batch_size: int = 8, device: Any = None,
+                       limit: int | None = None, enc: Any = None, progress: bool = False) -> dict:
+    """Score HellaSwag completion-style; with DDP, identical totals on every rank.
+
+    Same arguments and return value as the JAX twin, with `device` (default: the model's) in place
+    of `mesh`. A DDP-wrapped model is unwrapped (scoring needs no gradient synchronisation).
+    """
+    check_eval_args(batch_size, limit)
+    model = getattr(model, "module", model)  # DistributedDataParallel -> the GPT inside
+    cfg = model.config
+    pad_id = pad_token(cfg)
+    rendered = _rendered(examples_or_path, cfg, limit, enc, pad_id)
+    length = pack_length(rendered, block_size=cfg.block_size)
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    batches = list(iter_batches(rendered, batch_size, length, rank, world, pad_id))
+
+    t0 = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    try:
+        parts = []
+        for batch in _maybe_tqdm(batches, progress):
+            losses = token_losses(model, batch.tokens.reshape(-1, length), device)  # (4N, L-1)
+            parts.append(score_batch(batch, losses))
+    finally:
+        model.train(was_training)
+    result = combine_results(parts)
+    if distributed:
+        result = _gather(result, world, device or next(model.parameters()).device)
+    return {"acc": result.acc, "acc_norm": result.acc_norm, "count": result.n, "correct": result.correct,
+            "correct_norm": result.correct_norm, "result": result, "seconds": time.perf_counter() - t0}
+
+
+def _gather(local: Result, world: int, device: Any) -> Result:
+    """All-gather every rank's per-example results (padded to a common size) and merge them."""
+    # The collectives need tensors on the backend's device (CUDA for NCCL, CPU for gloo).
+    counts = torch.tensor(local.counts(), dtype=torch.int64, device=device)
+    dist.all_reduce(counts)  # exact totals: sums of integers
+    n = torch.tensor([local.n], dtype=torch.int64, device=device)
+    dist.all_reduce(n, op=dist.ReduceOp.MAX)
+    # Rows: index, label, pred, pred_norm; columns past this rank's count hold index -1 (dropped).
+    table = torch.full((4, int(n)), -1, dtype=torch.int64, device=device)
+    table[:, :local.n] = torch.as_tensor(np.stack([local.index, local.label, local.pred, local.pred_norm]))
+    every = [torch.empty_like(table) for _ in range(world)]
+    dist.all_gather(every, table)
+    merged = []
+    for t in every:
+        t = t.cpu().numpy()
+        merged.append(Result(*(t[i][t[0] >= 0] for i in range(4))))
+    result = combine_results(merged)
+    if not np.array_equal(result.counts(), counts.cpu().numpy()):  # the two routes must agree exactly
+        raise RuntimeError(f"gathered counts {result.counts()} != all-reduced counts {counts.tolist()}")
+    return result
+
+
+def _maybe_tqdm(it: list, progress: bool):
+    if not progress:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, desc="hellaswag", unit="batch")
