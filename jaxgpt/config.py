@@ -99,9 +99,11 @@ PRESETS: dict[str, GPTConfig] = {
         block_size=128, vocab_size=400, n_layer=4, n_head=4, n_embd=200, dropout=0.2,
         bias=True, activation="relu", tie_embeddings=False, lm_head_bias=True,
     ),
-    # Our default poetry GPT (issue 5; measurements in docs/bench_poetry.md): the original's size with
-    # a larger BPE vocab (more text per token and per step), no dropout (a 1000-step run sees less
-    # than one epoch of the 28 MB corpus, so there is nothing to regularise), GPT-2's GELU and tied head.
+    # Our default poetry GPT (measured against poetry-original in docs/BENCHMARKS.md section 4): the
+    # original's size with a 1024-id BPE vocab (2.6 instead of 1.85 bytes per token: 40% more text per
+    # step for ~10% more compute in the head), no dropout (1000 steps of 32x128 tokens see a third of
+    # the 11M-token training split, so there is nothing to regularise yet, and JAX's step is ~1.4x
+    # faster without it), GPT-2's tanh GELU and tied head (fewer parameters to learn from little data).
     "poetry": GPTConfig(
         block_size=128, vocab_size=1024, n_layer=4, n_head=4, n_embd=200, dropout=0.0,
         bias=True, activation="gelu_tanh", tie_embeddings=True,
@@ -126,8 +128,14 @@ def get_preset(name: str) -> GPTConfig:
         raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(sorted(PRESETS))}") from None
 
 
-def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None, vocab_size: int) -> None:
+def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None, vocab_size: int, *,
+                        max_new_tokens: int | None = None, stop_token: int | None = None) -> None:
     """Validate generate()'s sampling arguments (shared by both frameworks' generate)."""
+    if max_new_tokens is not None and max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
+    if stop_token is not None and not 0 <= stop_token < vocab_size:
+        raise ValueError(f"stop_token={stop_token} is not a token id of this model (ids are 0..{vocab_size - 1}), "
+                         "so generation could never stop on it; pass an id of the model's vocabulary or None")
     if temperature < 0:
         raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")
     if top_k is not None and not 1 <= top_k <= vocab_size:

@@ -193,14 +193,20 @@ class GPT(nnx.Module):
         names = {_torch_name(p)[0]: p for p in flat}
         missing, unexpected = sorted(set(names) - set(weights)), sorted(set(weights) - set(names))
         if missing or unexpected:
-            raise ValueError(f"weights do not match the model: missing {missing}, unexpected {unexpected}")
+            raise ValueError(
+                f"weights do not match the model: missing {missing}, unexpected {unexpected}; build the model "
+                "with the config the weights were saved with (n_layer, bias, tie_embeddings, lm_head_bias)"
+            )
         for name, path in names.items():
             var = flat[path]
             arr = np.asarray(weights[name], dtype=np.float32)
             if _torch_name(path)[1]:
                 arr = arr.T
             if arr.shape != var.get_value().shape:
-                raise ValueError(f"shape mismatch for {name}: got {arr.shape}, model expects {var.get_value().shape}")
+                raise ValueError(
+                    f"shape mismatch for {name}: got {arr.shape}, model expects {var.get_value().shape}; build "
+                    "the model with the config the weights were saved with (n_embd, block_size, vocab rows)"
+                )
             var.set_value(jnp.asarray(arr, dtype=var.get_value().dtype))
 
     @classmethod
@@ -232,7 +238,8 @@ class GPT(nnx.Module):
         if idx.ndim != 2 or idx.shape[1] == 0:
             raise ValueError(f"idx must be a non-empty (batch, time) array of token ids, got shape {idx.shape}")
         _check_token_range(idx, cfg.vocab_size)
-        check_sampling_args(temperature, top_k, top_p, cfg.vocab_size)
+        check_sampling_args(temperature, top_k, top_p, cfg.vocab_size, max_new_tokens=max_new_tokens,
+                            stop_token=stop_token)
         was_training = _set_eval(self)
         graphdef, state = nnx.split(self)
         key = jax.random.key(seed)

@@ -65,19 +65,29 @@ def expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def check_weights(weights: dict[str, np.ndarray], config: GPTConfig, source: str = "weights") -> None:
-    """Raise unless `weights` has exactly the parameters of `config`, with the right shapes."""
+def check_weights(weights: dict[str, np.ndarray], config: GPTConfig, source: str = "weights",
+                  fix: str = "build the model with the config these weights were saved with") -> None:
+    """Raise unless `weights` has exactly the parameters of `config`, with the right shapes.
+
+    The message lists (up to 8 of) the missing keys, the unexpected keys and the wrong shapes,
+    then `fix`: what the user should do about it.
+    """
     want = expected_shapes(config)
     missing, unexpected = sorted(set(want) - set(weights)), sorted(set(weights) - set(want))
     wrong = [f"{k}: {tuple(weights[k].shape)} != {want[k]}" for k in sorted(set(want) & set(weights))
              if tuple(weights[k].shape) != want[k]]
-    if missing or unexpected or wrong:
+    problems = [f"{what} {_first(keys)}" for what, keys in
+                (("missing", missing), ("unexpected", unexpected), ("wrong shapes (got != expected)", wrong)) if keys]
+    if problems:
         raise ValueError(
-            f"{source} do not match the config (n_layer={config.n_layer}, n_embd={config.n_embd}, "
-            f"vocab rows={config.n_vocab_rows}): missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
-            f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}, wrong shapes {wrong[:8]}. "
-            "Build the model from the checkpoint's own config.json."
+            f"{source} do not match the config (n_layer={config.n_layer}, n_head={config.n_head}, "
+            f"n_embd={config.n_embd}, block_size={config.block_size}, vocab rows={config.n_vocab_rows}, "
+            f"tie_embeddings={config.tie_embeddings}): {'; '.join(problems)}. Fix: {fix}."
         )
+
+
+def _first(keys: list[str], n: int = 8) -> str:
+    return str(keys[:n])[:-1] + (f", ... ({len(keys)} in all)]" if len(keys) > n else "]")
 
 
 def to_hf(weights: dict[str, np.ndarray], config: GPTConfig) -> dict[str, np.ndarray]:
@@ -93,7 +103,8 @@ def to_hf(weights: dict[str, np.ndarray], config: GPTConfig) -> dict[str, np.nda
     return out
 
 
-def from_hf(hf: dict[str, np.ndarray], config: GPTConfig) -> dict[str, np.ndarray]:
+def from_hf(hf: dict[str, np.ndarray], config: GPTConfig, source: str = "checkpoint weights",
+            fix: str = "build the config from the checkpoint's own config.json") -> dict[str, np.ndarray]:
     """HF GPT2LMHeadModel state -> our numpy state for `config` (padding rows zero-filled)."""
     out = {}
     for k, w in hf.items():
@@ -109,7 +120,7 @@ def from_hf(hf: dict[str, np.ndarray], config: GPTConfig) -> dict[str, np.ndarra
             pad = np.zeros((config.n_vocab_rows - w.shape[0], *w.shape[1:]), np.float32)
             w = np.concatenate([w, pad])
         out[name] = w
-    check_weights(out, config, "checkpoint weights")
+    check_weights(out, config, source, fix)
     return out
 
 
@@ -141,16 +152,25 @@ def hf_config_dict(config: GPTConfig) -> dict:
 def config_from_hf(d: dict, padded_vocab_size: int | None = None) -> GPTConfig:
     """Our GPTConfig from a transformers GPT-2 config.json dict, refusing what we cannot express."""
     if d.get("model_type", "gpt2") != "gpt2":
-        raise ValueError(f"config.json has model_type={d.get('model_type')!r}; only GPT-2 checkpoints are supported")
+        raise ValueError(f"config.json has model_type={d.get('model_type')!r}; only GPT-2 checkpoints "
+                         "(model_type 'gpt2', GPT2LMHeadModel weights) can be loaded")
+    required = ("vocab_size", "n_embd", "n_layer", "n_head")
+    if [k for k in required if k not in d]:
+        raise ValueError(f"config.json lacks the required field(s) {[k for k in required if k not in d]}; a GPT-2 "
+                         f"config.json needs {list(required)} (re-save the checkpoint with save_pretrained or save_hf)")
     act = d.get("activation_function", "gelu_new")
     acts = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
     if act not in acts:
         raise ValueError(f"config.json activation_function={act!r} is not supported; use one of {sorted(acts)}")
     if d.get("n_inner") not in (None, 4 * d["n_embd"]):
         raise ValueError(f"config.json n_inner={d['n_inner']} is not 4*n_embd; this model has a fixed 4x MLP")
-    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
+    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
         if d.get(flag):
-            raise ValueError(f"config.json sets {flag}=true, which this model does not implement")
+            raise ValueError(f"config.json sets {flag}=true, which this model does not implement; only "
+                             "plain GPT-2 checkpoints (the flag false or absent) can be loaded")
+    if not d.get("scale_attn_weights", True):
+        raise ValueError("config.json sets scale_attn_weights=false (no 1/sqrt(head_dim) in attention), which this "
+                         "model does not implement; only plain GPT-2 checkpoints (scale_attn_weights true) can be loaded")
     return GPTConfig(
         block_size=d.get("n_positions", d.get("n_ctx", 1024)), vocab_size=d["vocab_size"],
         padded_vocab_size=padded_vocab_size, n_layer=d["n_layer"], n_head=d["n_head"], n_embd=d["n_embd"],
@@ -168,12 +188,17 @@ def save_hf_dir(path: str | os.PathLike, weights: dict[str, np.ndarray], config:
     from safetensors.numpy import save_file
 
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a directory; give save_hf a directory path "
+                              "(it writes config.json and model.safetensors into it)")
+    # Validate everything before touching the disk: a refused export leaves no file behind.
+    hf_config = hf_config_dict(config)
     hf = to_hf(weights, config)
     if config.tie_embeddings:
         hf.pop("lm_head.weight", None)  # transformers re-ties it on load
+    path.mkdir(parents=True, exist_ok=True)
     _atomic_write(path / "model.safetensors", lambda p: save_file(hf, str(p), metadata={"format": "pt"}))
-    _atomic_write(path / "config.json", lambda p: p.write_text(json.dumps(hf_config_dict(config), indent=2)))
+    _atomic_write(path / "config.json", lambda p: p.write_text(json.dumps(hf_config, indent=2)))
     return path
 
 
@@ -182,18 +207,29 @@ def load_hf_dir(path: str | os.PathLike, padded_vocab_size: int | None = None) -
     from safetensors.numpy import load_file
 
     path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {path} not found; pass the folder that save_pretrained "
+                                "or save_hf wrote (it holds config.json and model.safetensors)")
     cfg_file, st_file = path / "config.json", path / "model.safetensors"
     for f in (cfg_file, st_file):
         if not f.is_file():
-            raise FileNotFoundError(
-                f"{f} not found: a Hugging Face GPT-2 directory needs config.json and model.safetensors "
-                "(save one with save_pretrained(..., safe_serialization=True))"
-            )
+            hint = ("it holds the old pickle format pytorch_model.bin: load it in transformers and save_pretrained "
+                    "it again, which writes model.safetensors" if (path / "pytorch_model.bin").is_file() else
+                    "a sharded or partial download? re-save the model with save_pretrained or save_hf")
+            raise FileNotFoundError(f"{f} not found: a Hugging Face GPT-2 directory needs config.json and "
+                                    f"model.safetensors; {hint}")
     try:
-        config = config_from_hf(json.loads(cfg_file.read_text()), padded_vocab_size)
-    except (json.JSONDecodeError, KeyError) as e:
-        raise ValueError(f"{cfg_file} is not a valid GPT-2 config.json ({e})") from e
-    return config, from_hf(load_file(str(st_file)), config)
+        d = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_file} is not valid JSON ({e}); re-save the checkpoint with save_pretrained or save_hf") from e
+    try:
+        config = config_from_hf(d, padded_vocab_size)
+    except ValueError as e:  # name the file: "config.json has ..." -> "/path/to/config.json has ..."
+        msg = str(e)
+        raise ValueError(f"{cfg_file}{msg[len('config.json'):]}" if msg.startswith("config.json") else msg) from None
+    fix = (f"{cfg_file.name} and {st_file.name} in {path} describe different models; re-save the directory "
+           "(save_pretrained / save_hf) or restore the config.json that came with these weights")
+    return config, from_hf(load_file(str(st_file)), config, f"the weights in {st_file}", fix)
 
 
 def _atomic_write(final: Path, write) -> None:

@@ -93,3 +93,122 @@ def make_twins(config: Any, seed: int = 0, perturb: float = 0.02) -> tuple[Any, 
     tm.eval()
     jm.eval()
     return jm, tm
+
+
+# ---- training twins: the same AdamW recipe stepped in both frameworks --------------------------------
+
+def jax_train_steps(jm: Any, optim_cfg: Any, batches: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Train the JAX twin with `jaxgpt.train.optimizer.make_optimizer` on `batches` (one step each).
+
+    Returns {"losses", "grad_norms" (pre-clip), "lrs"} as float lists and "states", the parameters
+    after each step as {torch name: numpy array in torch layout}. `jm` itself is not modified.
+    """
+    import jax
+    import optax
+    from flax import nnx
+
+    from jaxgpt.train.optimizer import lr_schedule, make_optimizer
+
+    graphdef, params, rest = nnx.split(jm, nnx.Param, ...)
+    tx = make_optimizer(optim_cfg)
+    schedule = lr_schedule(optim_cfg)
+
+    @jax.jit
+    def step(params, opt_state, idx, tgt):
+        loss, grads = jax.value_and_grad(lambda p: nnx.merge(graphdef, p, rest)(idx, tgt)[1])(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
+
+    opt_state = tx.init(params)
+    out: dict[str, Any] = {"losses": [], "grad_norms": [], "lrs": [], "states": []}
+    for i, (idx, tgt) in enumerate(batches):
+        params, opt_state, loss, norm = step(params, opt_state, idx, tgt)
+        out["losses"].append(float(loss))
+        out["grad_norms"].append(float(norm))
+        out["lrs"].append(float(schedule(i)))
+        out["states"].append(nnx.merge(graphdef, params, rest).state_numpy())
+    return out
+
+
+def torch_train_steps(tm: torch.nn.Module, optim_cfg: Any, batches: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """The torch twin of `jax_train_steps` (`torchref.train.optimizer`); trains a copy of `tm`."""
+    import copy
+
+    from torchref.train.optimizer import make_optimizer, optimizer_step
+
+    tm = copy.deepcopy(tm)
+    opt = make_optimizer(tm, optim_cfg)
+    out: dict[str, Any] = {"losses": [], "grad_norms": [], "lrs": [], "states": []}
+    for i, (idx, tgt) in enumerate(batches):
+        opt.zero_grad(set_to_none=True)
+        _, loss = tm(torch.as_tensor(idx), torch.as_tensor(tgt))
+        loss.backward()
+        norm = optimizer_step(tm, opt, i, optim_cfg)
+        out["losses"].append(float(loss.detach()))
+        out["grad_norms"].append(float(norm))
+        out["lrs"].append(opt.param_groups[0]["lr"])
+        out["states"].append(tm.state_numpy())
+    return out
+
+
+def counting_batches(n: int, batch: int, seq: int, vocab_size: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`n` (idx, targets) int32 batches of learnable rows: each row counts up (mod vocab_size) from a
+    random start, and targets are the inputs shifted by one, so a short run's loss really falls."""
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, vocab_size, (n, batch, 1))
+    rows = ((starts + np.arange(seq + 1)) % vocab_size).astype(np.int32)  # (n, batch, seq + 1)
+    return [(r[:, :-1], r[:, 1:]) for r in rows]
+
+
+def split_key_bias(state: Mapping[str, np.ndarray], n_embd: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(state with the key third of every c_attn bias removed, {name: that key third}).
+
+    The key bias has an exactly zero true gradient: it adds q . b_k to every score of a query's
+    row, and softmax is shift-invariant, so it never changes an output. Both frameworks hold only
+    rounding noise there, which Adam's normalisation (noise / (|noise| + eps)) turns into moves
+    that differ between frameworks; compare the rest at the suite's tolerance and check the key
+    part separately (it must barely move).
+    """
+    rest, key = dict(state), {}
+    for k in [k for k in state if k.endswith("attn.c_attn.bias")]:
+        key[k] = state[k][n_embd: 2 * n_embd]
+        rest[k] = np.delete(state[k], np.s_[n_embd: 2 * n_embd])
+    return rest, key
+
+
+# ---- the external reference: Hugging Face transformers' GPT-2 ----------------------------------------
+
+def hf_gpt2(*, vocab_size: int = 99, n_positions: int = 16, n_embd: int = 32, n_layer: int = 2, n_head: int = 4,
+            activation: str = "gelu_new", tie: bool = True, seed: int = 0, perturb: float = 0.02) -> Any:
+    """A randomly initialised `transformers.GPT2LMHeadModel` in eval mode (HF's PT<->Flax test size).
+
+    Built from transformers' own GPT2Config, not from our weight table, so it is an independent
+    reference. Every parameter gets N(0, perturb) noise on top of HF's init (which has zero
+    biases and unit LayerNorm gains, that would hide a bias or gain mix-up).
+    """
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(
+        vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+        activation_function=activation, tie_word_embeddings=tie, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )
+    model = transformers.GPT2LMHeadModel(cfg)
+    if perturb:
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for p in model.parameters():  # tied wte / lm_head is one tensor: perturbed once
+                p.add_(torch.randn(p.shape, generator=gen) * perturb)
+    return model.eval()
+
+
+def hf_logits_loss(model: Any, idx: np.ndarray) -> tuple[np.ndarray, float]:
+    """transformers' own logits (B, T, V) and next-token loss (labels=idx, shifted inside HF)."""
+    with torch.no_grad():
+        out = model(input_ids=torch.as_tensor(idx, dtype=torch.long), labels=torch.as_tensor(idx, dtype=torch.long))
+    return out.logits.numpy(), float(out.loss)
+
+
+def shifted_targets(idx: np.ndarray) -> np.ndarray:
+    """HF's labels=idx convention in our (idx, targets) form: next token, last position ignored (-1)."""
+    return np.concatenate([idx[:, 1:], np.full((idx.shape[0], 1), -1, idx.dtype)], axis=1)

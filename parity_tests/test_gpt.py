@@ -244,3 +244,119 @@ def test_generate_greedy_matches(twins):
     assert np.array_equal(ref[:, :T], prompt)
     for name, out in outs.items():
         assert np.array_equal(out, ref), f"{name} differs from jax uncached:\n{out}\n{ref}"
+
+
+# ---- sampling, seeds, stop tokens, padded ids ----------------------------------------------------------
+
+SAMPLING = {  # (temperature, top_k, top_p); test_sampling_rule checks each rule on its own
+    "plain": (1.0, None, None),
+    "top_k+top_p": (0.7, 10, 0.8),
+}
+
+
+@pytest.fixture(scope="module")
+def padded_twins():
+    return make_twins(CONFIGS["tiny-padded"], seed=0)
+
+
+@pytest.mark.parametrize("setting", list(SAMPLING))
+def test_generate_sampling_cached_matches_uncached(padded_twins, setting):
+    """With a seed, sampling gives the same tokens with and without the cache (past block_size too),
+    the same seed gives the same tokens again, and another seed gives other tokens; in both twins."""
+    temperature, top_k, top_p = SAMPLING[setting]
+    cfg = CONFIGS["tiny-padded"]
+    prompt = np.random.default_rng(5).integers(0, cfg.vocab_size, (B, T))
+    n = cfg.block_size - T + 3  # the cached path must fall back to cropping for the last tokens
+    kw = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+    for side, model in zip(("jax", "torch"), padded_twins):
+        cached = model.generate(prompt, n, seed=123, **kw)
+        assert cached.shape == (B, T + n) and np.array_equal(cached[:, :T], prompt)
+        assert np.array_equal(model.generate(prompt, n, seed=123, use_cache=False, **kw), cached), \
+            f"{side}: cached and uncached sampling differ"
+        assert np.array_equal(model.generate(prompt, n, seed=123, **kw), cached), f"{side}: same seed, other tokens"
+        assert not np.array_equal(model.generate(prompt, n, seed=124, **kw), cached), f"{side}: the seed is ignored"
+        assert cached.max() < cfg.vocab_size
+
+
+def _stopped(ref: np.ndarray, t0: int, stop: int) -> np.ndarray:
+    """What generate(stop_token=stop) must return given the unstopped run `ref` (same greedy tokens):
+    each row keeps its tokens up to its first `stop`, then repeats `stop`; the output ends at the
+    step where the last row stops (or at the full length)."""
+    rows, ends = [], []
+    for row in ref:
+        hits = np.flatnonzero(row[t0:] == stop)
+        end = t0 + hits[0] + 1 if len(hits) else len(row)
+        rows.append(np.concatenate([row[:end], np.full(len(row) - end, stop)]))
+        ends.append(end)
+    return np.stack(rows)[:, : max(ends)]
+
+
+def test_generate_stop_token(padded_twins):
+    """Rows that emit stop_token are padded with it; generation ends once every row has stopped.
+    Same shapes as the sampling test (B, T), so no new compile: a second prompt repeats row 0 so
+    that both rows stop at the same step and the run ends early."""
+    jm, tm = padded_twins
+    n = 4
+    prompt = np.random.default_rng(5).integers(0, CONFIGS["tiny-padded"].vocab_size, (B, T))
+    same = np.repeat(prompt[:1], B, axis=0)
+    ref, ref_same = jm.generate(prompt, n, temperature=0.0), jm.generate(same, n, temperature=0.0)
+    cases = {
+        "row 0 stops at its 2nd token": (ref, int(ref[0, T + 1])),
+        "all rows stop at once": (ref_same, int(ref_same[0, T])),
+    }
+    for name, (r, stop) in cases.items():
+        want = _stopped(r, T, stop)
+        for side, model in (("jax", jm), ("torch", tm)):
+            for use_cache in (True, False):
+                got = model.generate(r[:, :T], n, temperature=0.0, stop_token=stop, use_cache=use_cache)
+                assert np.array_equal(got, want), f"{side} use_cache={use_cache} {name}:\n{got}\nwant\n{want}"
+    assert _stopped(ref_same, T, int(ref_same[0, T])).shape == (B, T + 1)  # the early end is really tested
+
+
+def test_padded_ids_are_never_sampled():
+    """Padded head rows with a huge bias would win every draw if they were not cut from the logits."""
+    cfg = dataclasses.replace(PRESETS["tiny-untied"], padded_vocab_size=128)
+    jm, tm = make_twins(cfg, seed=0)
+    weights = tm.state_numpy()
+    weights["lm_head.bias"][cfg.vocab_size:] = 1e4
+    jm.load_numpy(weights)
+    tm.load_numpy(weights)
+    prompt = np.random.default_rng(6).integers(0, cfg.vocab_size, (4, 3))
+    for side, model in (("jax", jm), ("torch", tm)):
+        for temperature, top_k, top_p in [(0.0, None, None), (2.0, 50, 0.99)]:
+            out = model.generate(prompt, 4, temperature=temperature, top_k=top_k, top_p=top_p, seed=1)
+            assert out.max() < cfg.vocab_size, f"{side} sampled a padded id at temperature {temperature}: {out}"
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 3, None), (1.0, None, 0.7), (0.5, 4, 0.9)])
+def test_sampling_rule(temperature, top_k, top_p):
+    """Both samplers draw from the same distribution: softmax(logits / temperature) restricted to the
+    top_k ids, then to the smallest top set whose mass reaches top_p, renormalised. Checked on
+    20000 draws each against the exact probabilities (5 binomial standard deviations)."""
+    from jaxgpt.gpt import _sample as jax_sample
+    from torchref.gpt import _sample as torch_sample
+
+    logits = np.array([2.0, 1.5, 1.0, 0.5, 0.3, 0.0, -0.5, -1.0], np.float32)
+    # The rule, written out in float64 numpy.
+    p = np.exp(logits / temperature - np.max(logits / temperature))
+    p /= p.sum()
+    order = np.argsort(-p)
+    keep = np.zeros(len(p), bool)
+    keep[order[: top_k or len(p)]] = True
+    if top_p is not None:
+        q = np.where(keep, p, 0.0) / p[keep].sum()
+        mass_before = np.cumsum(q[order]) - q[order]
+        keep[order[mass_before >= top_p]] = False
+    want = np.where(keep, p, 0.0) / p[keep].sum()
+
+    N = 20000
+    rows = np.tile(logits, (N, 1))
+    draws = {
+        "jax": np.asarray(jax_sample(jnp.asarray(rows), jax.random.key(0), temperature, top_k, top_p)),
+        "torch": torch_sample(torch.as_tensor(rows), torch.Generator().manual_seed(0), temperature, top_k, top_p).numpy(),
+    }
+    for side, d in draws.items():
+        freq = np.bincount(d, minlength=len(p)) / N
+        assert set(np.flatnonzero(freq)) == set(np.flatnonzero(keep)), f"{side}: drew {freq}, allowed {keep}"
+        tol = 5 * np.sqrt(want * (1 - want) / N) + 1e-12
+        assert np.all(np.abs(freq - want) <= tol), f"{side}: frequencies {freq} vs probabilities {want}"

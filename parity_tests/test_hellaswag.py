@@ -17,7 +17,14 @@ from flax import nnx
 
 from conftest import data_file
 from jaxgpt.config import GPTConfig
-from jaxgpt.data.hellaswag import Example, completion_scores, iter_batches, load_examples, pack_length, render_example
+from jaxgpt.data.hellaswag import (
+    Example,
+    completion_scores,
+    iter_batches,
+    load_examples,
+    pack_length,
+    render_example,
+)
 from jaxgpt.eval import hellaswag as jhs
 from jaxgpt.gpt import GPT as JaxGPT
 from parity_tests.helpers import FWD_ATOL, assert_close, seed_all
@@ -66,6 +73,17 @@ def twins(config: GPTConfig) -> tuple[JaxGPT, TorchGPT]:
     return jm, tm
 
 
+@pytest.fixture(scope="module")
+def compact_twins(compact) -> tuple[JaxGPT, TorchGPT]:
+    return twins(tiny_config(compact.n_vocab))
+
+
+@pytest.fixture(scope="module")
+def jax_on_one_device(compact_twins, examples, compact) -> dict:
+    """The JAX evaluation of the sample without a mesh (shared by two tests: it is the slow part)."""
+    return jhs.evaluate_hellaswag(compact_twins[0], examples, batch_size=8, enc=compact)
+
+
 def hf_scores(hf_model, enc, examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
     """build-nanogpt's scoring written out on transformers' forward: one unpadded row per ending."""
     sums, means = np.zeros((len(examples), 4)), np.zeros((len(examples), 4))
@@ -90,9 +108,9 @@ def hf_model(vocab_size: int, seed: int = 0):
     return transformers.GPT2LMHeadModel(cfg).eval()
 
 
-def test_jax_and_torch_agree_on_the_sample(examples, compact):
-    jm, tm = twins(tiny_config(compact.n_vocab))
-    rj = jhs.evaluate_hellaswag(jm, examples, batch_size=8, enc=compact)
+def test_jax_and_torch_agree_on_the_sample(examples, compact, compact_twins, jax_on_one_device):
+    jm, tm = compact_twins
+    rj = jax_on_one_device
     rt = ths.evaluate_hellaswag(tm, examples, batch_size=8, enc=compact)
     assert rj["count"] == rt["count"] == 200
     # A random model's choices still vary: identical predictions are a real check, not a constant.
@@ -140,3 +158,34 @@ def test_full_gpt2_vocabulary_slice(examples, tmp_path):
     for r in (rj, rt):
         np.testing.assert_array_equal(r.pred, sums.argmin(1))
         np.testing.assert_array_equal(r.pred_norm, means.argmin(1))
+
+
+def test_eight_simulated_devices_give_the_same_numbers_as_one(examples, compact, compact_twins, jax_on_one_device,
+                                                              monkeypatch):
+    """The JAX scorer with each batch's rows sharded over a Mesh of the 8 simulated CPU devices."""
+    import jax
+
+    assert jax.device_count() == 8, "conftest.py sets XLA_FLAGS for 8 simulated CPU devices"
+    jm = compact_twins[0]
+    mesh = jhs.make_data_mesh()
+    seen = []  # the sharding of every batch the jitted scorer received
+    original = jhs._token_losses
+
+    def spy(graphdef, state, tokens):
+        seen.append(tokens.sharding)
+        return original(graphdef, state, tokens)
+
+    monkeypatch.setattr(jhs, "_token_losses", spy)
+    one = jax_on_one_device
+    eight = jhs.evaluate_hellaswag(jm, examples, batch_size=8, mesh=mesh, enc=compact)
+    assert len(seen) == 25 and all(len(s.device_set) == 8 and s.spec == jax.sharding.PartitionSpec("data")
+                                   for s in seen)
+    for key in ("count", "correct", "correct_norm", "acc", "acc_norm"):
+        assert one[key] == eight[key], key
+    for field in ("index", "label", "pred", "pred_norm"):
+        np.testing.assert_array_equal(getattr(one["result"], field), getattr(eight["result"], field), err_msg=field)
+    rendered = [render_example(ex, compact, 128, jhs.pad_token(jm.config)) for ex in examples[:8]]
+    rows = next(iter_batches(rendered, 8, 128, pad_id=jhs.pad_token(jm.config))).tokens.reshape(-1, 128)
+    assert_close(jhs.token_losses(jm, rows, mesh), jhs.token_losses(jm, rows), atol=FWD_ATOL, name="sharded losses")
+    with pytest.raises(ValueError, match="4 \\* batch_size is a multiple of 8"):
+        jhs.evaluate_hellaswag(jm, examples[:3], batch_size=3, mesh=mesh, enc=compact)

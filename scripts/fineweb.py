@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 
 from jaxgpt.data.fineweb import ShardConfig, build_shards, expand_files, verify_shards
@@ -22,6 +23,12 @@ def _shard_size(s: str) -> int:
     if v != int(v) or v < 1:
         raise argparse.ArgumentTypeError(f"--shard-size must be a positive whole number of tokens, got {s}")
     return int(v)
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """(user + system) CPU seconds of this process and of its finished child processes (the pool)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,7 +60,10 @@ def main(argv: list[str] | None = None) -> None:
         cfg = ShardConfig(dataset=None if files else args.dataset, name=None if files else args.name,
                           split=args.split, files=files, text_field=args.text_field, txt_mode=args.txt_mode,
                           shard_size=args.shard_size)
+        load = os.getloadavg()[0]
+        cpu0 = _cpu_seconds()
         s = build_shards(cfg, args.out, workers=args.workers, progress=True)
+        cpu = [b - a for a, b in zip(cpu0, _cpu_seconds())]
     except (ValueError, FileNotFoundError, OSError) as e:
         sys.exit(f"error: {e}")
     if s.shards_written == 0 and s.resumed:
@@ -61,6 +71,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"{'resumed: ' if s.resumed else ''}wrote {s.shards_written} shard(s) in {s.seconds:.1f} s, "
           f"{s.tokens_written:,} tokens at {s.tokens_per_s:,.0f} tokens/s ({args.workers} worker(s))")
+    # CPU time per token tells a slow pipeline from a busy machine: it stays flat when workers are
+    # added unless the parallel overhead grows, while tokens/s also depends on the cores we get.
+    print(f"CPU {cpu[0]:.2f} s in this process + {cpu[1]:.2f} s in worker processes = "
+          f"{1e9 * sum(cpu) / max(s.tokens_written, 1):.0f} ns/token, {sum(cpu) / max(s.seconds, 1e-9):.2f} cores "
+          f"busy on average; load average {load:.2f} at the start")
     print(f"{s.out}: {s.shards} shards (1 val + {s.shards - 1} train), {s.tokens:,} tokens, "
           f"{s.documents:,} documents; manifest.json lists sizes and sha256")
     if s.shards == 1:

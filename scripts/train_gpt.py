@@ -13,12 +13,14 @@ checkpoints. Loss is reported in nats/token and in bits per byte of the val text
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +28,13 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module, also when imported by tests
-from sidebyside import FRAMEWORKS, checkpoint_exists, make_trainer, save_atomic  # noqa: E402
+from sidebyside import FRAMEWORKS, checkpoint_exists, make_trainer, save_atomic
 
-from jaxgpt.config import GPTConfig, get_preset, override  # noqa: E402
-from jaxgpt.data.loader import TokenArrayLoader  # noqa: E402
-from jaxgpt.data.poetry import EOP, HF_DATASET, PoetryData, build_poetry_data  # noqa: E402
-from jaxgpt.tokenizer import load_tokenizer  # noqa: E402
-from jaxgpt.train.config import OptimConfig, lr_at  # noqa: E402
+from jaxgpt.config import GPTConfig, get_preset, override
+from jaxgpt.data.loader import TokenArrayLoader
+from jaxgpt.data.poetry import EOP, HF_DATASET, PoetryData, build_poetry_data
+from jaxgpt.tokenizer import load_tokenizer
+from jaxgpt.train.config import OptimConfig, lr_at
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class RunConfig:
     log_interval: int = 10  # steps between log lines
     sample_interval: int = 500  # steps between printed samples (0: only at the end)
     sample_tokens: int = 120  # tokens per printed sample
+    final_sample_tokens: int = 200  # tokens of the sample printed and saved in metrics.json at the end
     seed: int = 0  # init, batch order, dropout
     val_fraction: float = 0.1  # share of poems held out for validation
     split_seed: int = 0  # seed of the train/val split by poem
@@ -89,6 +92,48 @@ def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     return diffs
 
 
+def check_tokenizer(tok, cfg: GPTConfig, where: str | Path) -> None:
+    """The tokenizer must be the model's: same number of ids, and the end-of-poem token."""
+    if tok.vocab_size != cfg.vocab_size:
+        raise ValueError(f"tokenizer {where} has {tok.vocab_size} ids but the model has vocab_size={cfg.vocab_size}; "
+                         "use the tokenizer.model saved in the model's run directory")
+    if EOP not in tok.special_tokens:
+        raise ValueError(f"tokenizer {where} has no {EOP!r} special token; it was not made for the poetry GPT "
+                         "(train it with scripts/train_gpt.py, which saves it in the run directory)")
+
+
+def find_run(path: str | Path) -> tuple[Path, dict]:
+    """A run directory (or its ckpt/ folder) -> (run directory, its run.json)."""
+    p = Path(path)
+    run_dir = p if (p / "run.json").is_file() else p.parent if (p.parent / "run.json").is_file() else None
+    if run_dir is None:
+        raise FileNotFoundError(f"{p} is not a training run: no run.json in it or its parent; pass the --out "
+                                "directory of scripts/train_gpt.py (e.g. out/poetry-jax)")
+    if not checkpoint_exists(run_dir / "ckpt"):
+        raise FileNotFoundError(f"{run_dir} has no complete checkpoint (ckpt/meta.json); train it longer or "
+                                "resume it with scripts/train_gpt.py --resume")
+    return run_dir, json.loads((run_dir / "run.json").read_text())
+
+
+@contextlib.contextmanager
+def stop_on_signal() -> Iterator[dict]:
+    """SIGINT/SIGTERM only set a flag: the loop finishes its step, checkpoints and exits cleanly.
+
+    The previous handlers come back afterwards, so a caller (a test, a notebook) keeps its Ctrl-C.
+    """
+    stop: dict = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def evaluate(trainer, tokens: np.ndarray, B: int, T: int, iters: int, seed: int = 1234) -> float:
     """Mean val loss (nats/token) over `iters` batches of fixed random windows (same every call)."""
     loader = TokenArrayLoader(tokens, B, T, seed=seed)
@@ -123,6 +168,7 @@ def prepare(args: argparse.Namespace, overrides: list[str]):
             raise ValueError(f"cannot resume {out}: the config changed ({'; '.join(diffs)}); rerun with the "
                              "original settings, or start a new run with another --out")
         tok = load_tokenizer(out / "tokenizer.model")
+        check_tokenizer(tok, model_cfg, out / "tokenizer.model")
         data = PoetryData.load(out / "data")
         return out, model_cfg, run_cfg, optim, tok, data
     if args.resume:
@@ -154,16 +200,12 @@ def train(args: argparse.Namespace, overrides: list[str]) -> dict:
         start, history = meta["step"], meta["history"]
         print(f"resumed from {ckpt} at step {start}")
 
+    if start >= optim.max_steps:
+        print(f"{out} is already trained to step {start} (max_steps={optim.max_steps}); nothing to do")
+        return json.loads((out / "metrics.json").read_text())
+
     def checkpoint(step: int) -> None:
         save_atomic(trainer, ckpt, {"step": step, "loader": loader.state(), "history": history})
-
-    stop = {"signal": None}  # SIGINT/SIGTERM: finish the current step, save, exit
-
-    def on_signal(signum, _frame):
-        stop["signal"] = signum
-
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, on_signal)
 
     def val_line(step: int, iters: int) -> dict:
         v = evaluate(trainer, data.val_tokens, B, T, iters)
@@ -171,48 +213,51 @@ def train(args: argparse.Namespace, overrides: list[str]) -> dict:
         tqdm.write(f"step {step:5d} | val loss {v:.4f} nats/token | {rec['val_bpb']:.4f} bits/byte")
         return rec
 
-    train_time, t_last, steps_timed = 0.0, None, 0
+    train_time, steps_timed, wall0 = 0.0, 0, time.perf_counter()
     bar = tqdm(range(start, optim.max_steps), initial=start, total=optim.max_steps, desc=f"train {args.framework}",
                disable=args.no_progress)
-    for step in bar:
-        if step % run.eval_interval == 0 and step > start:
-            history.append(val_line(step, run.eval_iters))
-            checkpoint(step)
-        if run.sample_interval and step % run.sample_interval == 0 and step > start:
-            tqdm.write(f"--- sample at step {step} ---\n{sample_text(trainer, tok, run.sample_tokens)}\n---")
-        x, y = loader.next_batch()
-        t0 = time.perf_counter()
-        loss, norm = trainer.step(x, y)
-        dt = time.perf_counter() - t0
-        if step > start:  # the first step compiles (JAX): leave it out of the throughput
-            train_time, steps_timed = train_time + dt, steps_timed + 1
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss} at step {step}; stopping. The last good checkpoint is in "
-                                     f"{ckpt} (step {history[-1]['step'] if history else 'none'}); lower --lr")
-        if step % run.log_interval == 0 or step == optim.max_steps - 1:
-            tqdm.write(f"step {step:5d} | loss {loss:.4f} | lr {lr_at(step, optim):.2e} | norm {norm:.3f} | "
-                       f"dt {dt * 1e3:.0f}ms | tok/s {B * T / dt:,.0f}")
-        if stop["signal"] is not None:
-            checkpoint(step + 1)
-            bar.close()
-            sys.exit(f"stopped by signal {stop['signal']} after step {step}; checkpoint saved in {ckpt}, "
-                     "continue with --resume")
+    with stop_on_signal() as stop:
+        for step in bar:
+            if step % run.eval_interval == 0 and step > start:
+                history.append(val_line(step, run.eval_iters))
+                checkpoint(step)
+            if run.sample_interval and step % run.sample_interval == 0 and step > start:
+                tqdm.write(f"--- sample at step {step} ---\n{sample_text(trainer, tok, run.sample_tokens)}\n---")
+            x, y = loader.next_batch()
+            t0 = time.perf_counter()
+            loss, norm = trainer.step(x, y)
+            dt = time.perf_counter() - t0
+            if step > start:  # the first step compiles (JAX): leave it out of the throughput
+                train_time, steps_timed = train_time + dt, steps_timed + 1
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss} at step {step}; stopping. The last good checkpoint is in "
+                                         f"{ckpt} (step {history[-1]['step'] if history else 'none'}); lower --lr")
+            if step % run.log_interval == 0 or step == optim.max_steps - 1:
+                tqdm.write(f"step {step:5d} | loss {loss:.4f} | lr {lr_at(step, optim):.2e} | norm {norm:.3f} | "
+                           f"dt {dt * 1e3:.0f}ms | tok/s {B * T / dt:,.0f}")
+            if stop["signal"] is not None:
+                checkpoint(step + 1)
+                bar.close()
+                sys.exit(f"stopped by signal {stop['signal']} after step {step}; checkpoint saved in {ckpt}, "
+                         "continue with --resume")
     bar.close()
     final = val_line(optim.max_steps, run.final_eval_iters)
     history.append(final)
     checkpoint(optim.max_steps)
-    sample = sample_text(trainer, tok, 200, seed=1)
+    sample = sample_text(trainer, tok, run.final_sample_tokens, seed=1) if run.final_sample_tokens else ""
     print(f"--- final sample ---\n{sample}\n---")
     metrics = {"framework": args.framework, "preset": args.preset, "steps": optim.max_steps,
                "val_loss_nats_per_token": final["val_loss"], "val_bits_per_byte": final["val_bpb"],
-               "train_step_seconds": train_time, "steps_per_s": steps_timed / train_time if train_time else None,
+               "train_step_seconds": train_time, "wall_seconds_this_session": time.perf_counter() - wall0,
+               "steps_per_s": steps_timed / train_time if train_time else None,
                "val_bytes_per_token": data.val_bytes / len(data.val_tokens), "sample": sample}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False))
     return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)  # --key=value overrides must never match a flag prefix
     p.add_argument("--preset", default="poetry", help="model preset (poetry, poetry-original, ...)")
     p.add_argument("--framework", choices=FRAMEWORKS, default="jax")
     p.add_argument("--data", default=f"hf:{HF_DATASET}",

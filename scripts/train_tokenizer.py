@@ -4,7 +4,8 @@
         --vocab-size 4096 --pattern gpt4 --special '<|endoftext|>' --out out/poems
 
 The last --holdout fraction of the input (cut at a line boundary) is not trained on; the script
-reports the compression (UTF-8 bytes per token) on it. Library code: jaxgpt/tokenizer.
+reports the compression (UTF-8 bytes per token) on it. It refuses to overwrite an existing
+PREFIX.model unless --force is given. Library code: jaxgpt/tokenizer.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from jaxgpt.tokenizer import RegexTokenizer
@@ -19,6 +21,8 @@ from jaxgpt.tokenizer import RegexTokenizer
 
 def read_inputs(paths: list[str], max_bytes: int | None) -> list[str]:
     """UTF-8 texts of the input files (one document each), truncated to max_bytes in total."""
+    if max_bytes is not None and max_bytes <= 0:
+        raise ValueError(f"--max-bytes {max_bytes} must be positive")
     texts, budget = [], max_bytes
     for p in paths:
         path = Path(p)
@@ -29,7 +33,10 @@ def read_inputs(paths: list[str], max_bytes: int | None) -> list[str]:
             if budget <= 0:
                 break
             if len(data) > budget:  # cut at the last line end within the budget
-                data = data[:data.rfind(b"\n", 0, budget) + 1 or budget]
+                cut = data.rfind(b"\n", 0, budget) + 1 or budget
+                while 0 < cut < len(data) and data[cut] & 0xC0 == 0x80:  # not inside a UTF-8 character
+                    cut -= 1
+                data = data[:cut]
             budget -= len(data)
         try:
             texts.append(data.decode("utf-8"))
@@ -61,29 +68,47 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--special", action="append", default=[], metavar="TOKEN",
                     help="special token (repeatable), numbered after the learned tokens")
     ap.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.model and PREFIX.vocab")
+    ap.add_argument("--force", action="store_true", help="overwrite an existing PREFIX.model / PREFIX.vocab")
     ap.add_argument("--holdout", type=float, default=0.1, help="fraction kept out to measure compression")
     ap.add_argument("--max-bytes", type=int, default=None, help="use only the first N bytes of the input")
     ap.add_argument("--workers", type=int, default=1, help="processes for splitting large inputs")
     args = ap.parse_args(argv)
     try:
-        texts = read_inputs(args.input, args.max_bytes)
-        train_texts, held_out = split_holdout(texts, args.holdout)
-        n_bytes = sum(len(t.encode("utf-8")) for t in train_texts)
-        print(f"training on {n_bytes / 1e6:.2f} MB from {len(args.input)} file(s), pattern {args.pattern}, "
-              f"vocab size {args.vocab_size}" + (f", specials {args.special}" if args.special else ""))
-        tok = RegexTokenizer(args.pattern)
-        tok.register_special_tokens(args.special)
-        t0 = time.perf_counter()
-        tok.train(train_texts, args.vocab_size, verbose=True, num_workers=args.workers)
-        print(f"trained in {time.perf_counter() - t0:.1f} s")
-        model_file, vocab_file = tok.save(args.out)
-        print(f"wrote {model_file} and {vocab_file}")
-        if held_out.strip():
-            ids = tok.encode(held_out, allowed_special="all")
-            n = len(held_out.encode("utf-8"))
-            print(f"held-out compression: {n / len(ids):.2f} bytes/token ({n:,} bytes -> {len(ids):,} tokens)")
-    except (ValueError, OSError) as e:
+        run(args)
+    except (ValueError, TypeError, OSError) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:  # training is seconds to minutes: rerunning is the resume
+        sys.exit("interrupted: nothing was written")
+
+
+def run(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    targets = [out.with_name(out.name + ext) for ext in (".model", ".vocab")]
+    if not args.force and (existing := [str(t) for t in targets if t.exists()]):
+        raise ValueError(f"{' and '.join(existing)} already exist; pass --force to overwrite, "
+                         "or choose another --out")
+    texts = read_inputs(args.input, args.max_bytes)
+    train_texts, held_out = split_holdout(texts, args.holdout)
+    n_bytes = sum(len(t.encode("utf-8")) for t in train_texts)
+    print(f"training on {n_bytes / 1e6:.2f} MB from {len(args.input)} file(s), pattern {args.pattern}, "
+          f"vocab size {args.vocab_size}" + (f", specials {args.special}" if args.special else ""))
+    tok = RegexTokenizer(args.pattern)
+    tok.register_special_tokens(args.special)
+    t0, c0 = time.perf_counter(), time.process_time()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tok.train(train_texts, args.vocab_size, verbose=True, num_workers=args.workers)
+    for w in caught:  # e.g. "learned 300 of 3839 merges": worth saying, not worth a traceback-like line
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(f"trained in {time.perf_counter() - t0:.1f} s ({time.process_time() - c0:.1f} s CPU in this process)")
+    model_file, vocab_file = tok.save(out)
+    print(f"wrote {model_file} and {vocab_file}")
+    if held_out.strip():
+        ids = tok.encode(held_out, allowed_special="all")
+        n = len(held_out.encode("utf-8"))
+        print(f"held-out compression: {n / len(ids):.2f} bytes/token ({n:,} bytes -> {len(ids):,} tokens)")
+    else:
+        print("held-out compression: no held-out text (--holdout 0 or a one-line input)")
 
 
 if __name__ == "__main__":

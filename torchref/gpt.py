@@ -163,11 +163,17 @@ class GPT(nn.Module):
         params = dict(self.named_parameters())
         missing, unexpected = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
         if missing or unexpected:
-            raise ValueError(f"weights do not match the model: missing {missing}, unexpected {unexpected}")
+            raise ValueError(
+                f"weights do not match the model: missing {missing}, unexpected {unexpected}; build the model "
+                "with the config the weights were saved with (n_layer, bias, tie_embeddings, lm_head_bias)"
+            )
         for name, p in params.items():
             arr = np.asarray(weights[name], dtype=np.float32)
             if tuple(arr.shape) != tuple(p.shape):
-                raise ValueError(f"shape mismatch for {name}: got {arr.shape}, model expects {tuple(p.shape)}")
+                raise ValueError(
+                    f"shape mismatch for {name}: got {arr.shape}, model expects {tuple(p.shape)}; build "
+                    "the model with the config the weights were saved with (n_embd, block_size, vocab rows)"
+                )
             p.copy_(torch.from_numpy(arr.copy()))
 
     @classmethod
@@ -194,7 +200,8 @@ class GPT(nn.Module):
         if idx.dim() != 2 or idx.size(1) == 0:
             raise ValueError(f"idx must be a non-empty (batch, time) array of token ids, got shape {tuple(idx.shape)}")
         _check_token_range(idx, cfg.vocab_size)
-        check_sampling_args(temperature, top_k, top_p, cfg.vocab_size)
+        check_sampling_args(temperature, top_k, top_p, cfg.vocab_size, max_new_tokens=max_new_tokens,
+                            stop_token=stop_token)
         was_training = self.training
         self.eval()
         gen = torch.Generator(device=device).manual_seed(seed)

@@ -86,7 +86,8 @@ def _records_poems(records: Sequence[dict], where: str, field: str | None) -> li
     poems = []
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
-            raise ValueError(f"{where}: record {i} is a {type(rec).__name__}, expected an object with a text field")
+            # bad file content, not a programming error: ValueError, which the CLIs report without a traceback
+            raise ValueError(f"{where}: record {i} is a {type(rec).__name__}, expected an object with a text field")  # noqa: TRY004
         poems.append(_text_of(rec, f"{where} record {i}", field).strip())
     return poems
 
@@ -129,7 +130,7 @@ def load_hf_poems(name: str = HF_DATASET, field: str | None = None) -> list[str]
         from datasets import load_dataset
 
         ds = load_dataset(name, split="train")
-    except Exception as e:  # offline, unknown name, hub error: all mean "use a local corpus"
+    except Exception as e:  # noqa: BLE001 -- offline, unknown name, hub error: all mean "use a local corpus"
         raise FileNotFoundError(
             f"could not load the Hugging Face dataset {name!r} ({type(e).__name__}: {str(e)[:200]}); "
             "when offline, pass a local corpus instead, e.g. --data ../shared/data/french_poetry/poems.txt"

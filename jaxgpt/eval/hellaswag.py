@@ -12,7 +12,8 @@ shape, and a training loop that evaluates every N steps re-uses that compilation
 
 Distribution, two levels:
 - devices: with a `mesh`, a batch's rows are sharded over its (first) axis and the parameters are
-  replicated on it (or kept as they are when they already live on the mesh, e.g. FSDP-sharded);
+  replicated on it (or kept as they are when they already live on the mesh, e.g. FSDP-sharded;
+  on a mesh that spans processes each process fills its own devices from its host copy);
 - processes: process p scores examples p, p+P, p+2P, ... (`iter_batches`); every process runs the
   same number of same-shaped batches, so jitted collectives stay in step. The per-example
   predictions are then all-gathered and merged by example index: counts are sums of integers,
@@ -36,11 +37,20 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxgpt.data.hellaswag import (
-    N_ENDINGS, Example, Rendered, Result, combine_results, hellaswag_file, iter_batches, load_examples,
-    pack_length, render_example, score_batch,
-)
 from jaxgpt.config import GPTConfig
+from jaxgpt.data.hellaswag import (
+    N_ENDINGS,
+    Example,
+    Rendered,
+    Result,
+    combine_results,
+    hellaswag_file,
+    iter_batches,
+    load_examples,
+    pack_length,
+    render_example,
+    score_batch,
+)
 from jaxgpt.gpt import GPT, _set_eval
 
 EOT = 50256  # GPT-2's <|endoftext|>
@@ -89,9 +99,21 @@ def _on_mesh(state: nnx.State, mesh: Mesh) -> nnx.State:
     def place(x: Any) -> Any:
         if isinstance(x, jax.Array) and x.sharding.device_set == devices:
             return x
-        return jax.device_put(x, replicated)
+        return _replicate(x, replicated)
 
     return jax.tree.map(place, state)
+
+
+def _replicate(x: Any, sharding: NamedSharding) -> jax.Array:
+    """x (the same value on every process) -> a copy on every device of `sharding`'s mesh."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(x, sharding)
+    # A mesh spanning processes: device_put cannot reach other processes' devices, so each process
+    # fills its own devices from its host copy (dropout RNG keys travel as their raw uint32 data).
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(_replicate(jax.random.key_data(x), sharding), impl=jax.random.key_impl(x))
+    host = np.asarray(jax.device_get(x))
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def _rendered(examples_or_path: Any, config: GPTConfig, limit: int | None, enc: Any, pad_id: int) -> list[Rendered]:

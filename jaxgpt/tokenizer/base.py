@@ -17,8 +17,11 @@ from __future__ import annotations
 import heapq
 import itertools
 import unicodedata
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from .trainer import train_bpe
 
 MODEL_HEADER = "minbpe v1"  # first line of every .model file we read or write
 
@@ -90,6 +93,37 @@ def apply_merges(ids: list[int], merges: dict[tuple[int, int], int]) -> list[int
     return [t for t in tok if t >= 0]
 
 
+def check_text(text: object) -> None:
+    """Encoders take str; bytes (a common slip) would fail deep inside the regex otherwise."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected text as a str, got {type(text).__name__}; decode bytes first "
+                        "(e.g. data.decode('utf-8'))")
+
+
+def to_utf8(text: str) -> bytes:
+    """UTF-8 bytes of `text`; lone surrogates (e.g. "\\ud800", which UTF-8 cannot hold) become
+    U+FFFD first, exactly as tiktoken's `Encoding.encode` does, so both give the same ids.
+
+    Example: to_utf8("é") -> b"\\xc3\\xa9";  to_utf8("a\\ud800") -> b"a\\xef\\xbf\\xbd".
+    """
+    check_text(text)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # rare: pay for the utf-16 round trip only then
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+
+
+def check_training_args(texts: list[str], vocab_size: int, n_special: int = 0) -> None:
+    """The checks every `train` makes before any work, so bad input fails with a clear message."""
+    if not all(isinstance(t, str) for t in texts):
+        raise TypeError("train expects a string or an iterable of strings")
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 256 + n_special:
+        raise ValueError(f"vocab_size={vocab_size!r} is too small: it must be an int >= 256 (the byte tokens)"
+                         + (f" + {n_special} special tokens = {256 + n_special}" if n_special else ""))
+    if not any(t.strip() for t in texts):
+        raise ValueError("the training text is empty or only whitespace; pass real text to train on")
+
+
 def replace_control_characters(s: str) -> str:
     """Escape control characters (e.g. "\\n" -> "\\u000a") so a token prints on one line."""
     return "".join(ch if unicodedata.category(ch)[0] != "C" else f"\\u{ord(ch):04x}" for ch in s)
@@ -125,6 +159,24 @@ class Tokenizer:
 
     def encode(self, text: str, **kwargs) -> list[int]:
         raise NotImplementedError(f"{type(self).__name__} does not implement encode")
+
+    def _learn(self, chunks: Mapping[bytes, int], vocab_size: int, verbose: bool) -> None:
+        """Run the trainer on counted chunks and install the merges (ids 256, 257, ...).
+
+        A corpus with fewer distinct pairs than requested merges stops early: that is not an
+        error (the tokenizer works, just with a smaller vocabulary), so it warns with the count.
+        """
+        n_special = len(self.special_tokens)
+        num_merges = vocab_size - 256 - n_special
+        pairs = train_bpe(chunks, num_merges, progress=verbose)
+        if len(pairs) < num_merges:
+            warnings.warn(f"the training text has too few distinct pairs: learned {len(pairs)} of "
+                          f"{num_merges} merges, so the vocabulary has {256 + len(pairs) + n_special} "
+                          f"ids instead of {vocab_size}; give more text or a smaller vocab_size",
+                          stacklevel=3)
+        self.merges = {pair: 256 + i for i, pair in enumerate(pairs)}
+        self.byte_ids = list(range(256))
+        self.vocab = self._build_vocab()
 
     # ----------------------------------------------------------------- vocabulary
     def _build_vocab(self) -> dict[int, bytes]:
@@ -209,6 +261,9 @@ class Tokenizer:
                 "jaxgpt.tokenizer.from_tiktoken(...) instead of saving it")
         if "\n" in self.pattern or "\r" in self.pattern:
             raise ValueError("the split pattern contains a literal newline; write it as \\n in the regex")
+        if bad := [s for s in self.special_tokens if "\n" in s or "\r" in s]:
+            raise ValueError(f"special tokens {bad} contain a line break, which the one-token-per-line "
+                             ".model format cannot store; use tokens without line breaks")
         prefix = Path(file_prefix)
         prefix.parent.mkdir(parents=True, exist_ok=True)
         model_file, vocab_file = prefix.with_name(prefix.name + ".model"), prefix.with_name(prefix.name + ".vocab")
@@ -232,6 +287,7 @@ class Tokenizer:
     def load(self, model_file: str | Path) -> None:
         """Read a .model file written by `save` (or by minbpe), restoring pattern and specials."""
         pattern, special, merges = read_model_file(model_file)
+        self._check_model(model_file, pattern, special)  # before changing anything
         self.pattern = pattern
         self.merges = merges
         self.byte_ids = list(range(256))
@@ -240,13 +296,20 @@ class Tokenizer:
         self.register_special_tokens(special)
         self._on_load()
 
+    def _check_model(self, model_file: str | Path, pattern: str, special: dict[str, int]) -> None:
+        """Hook: raise if this class cannot represent the model (BasicTokenizer has no pattern)."""
+
     def _on_load(self) -> None:
         """Hook for subclasses to rebuild derived state (compiled regex, caches)."""
 
     # ----------------------------------------------------------------- tiktoken export
     def to_tiktoken(self, name: str = "jaxgpt"):
         """This tokenizer as a `tiktoken.Encoding` (mergeable ranks = our ids, same pattern and
-        special tokens), so trained vocabularies can use tiktoken's fast encoder."""
+        special tokens), so trained vocabularies can use tiktoken's fast encoder.
+
+        Pattern "" (no split) becomes r"[\\s\\S]+", one chunk holding the whole text: tiktoken
+        has no "no split" mode and panics on an empty pattern.
+        """
         import tiktoken
 
         ranks: dict[bytes, int] = {}
@@ -255,7 +318,7 @@ class Tokenizer:
                 raise ValueError(f"tokens {ranks[token]} and {idx} have the same bytes {token!r}; "
                                  "tiktoken needs distinct tokens, so this vocabulary cannot be exported")
             ranks[token] = idx
-        return tiktoken.Encoding(name, pat_str=self.pattern, mergeable_ranks=ranks,
+        return tiktoken.Encoding(name, pat_str=self.pattern or r"[\s\S]+", mergeable_ranks=ranks,
                                  special_tokens=dict(self.special_tokens))
 
 
@@ -266,9 +329,15 @@ def read_model_file(model_file: str | Path) -> tuple[str, dict[str, int], dict[t
         raise ValueError(f"{path}: expected a .model file (the .vocab file is for reading only)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: tokenizer model file not found; train one with scripts/train_tokenizer.py")
-    with open(path, encoding="utf-8", newline="") as f:
-        lines = f.read().split("\n")
-    if not lines or lines[0].rstrip("\r") != MODEL_HEADER:
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (invalid UTF-8); only minbpe v1 .model files can be "
+                         "loaded") from None
+    if lines[0].endswith("\r"):  # a file re-saved with Windows line ends: the "\r" is not data
+        lines = [line.removesuffix("\r") for line in lines]
+    if lines[0] != MODEL_HEADER:
         raise ValueError(f"{path}: not a '{MODEL_HEADER}' model file (first line is {lines[0][:40]!r}); "
                          "only minbpe v1 files written by Tokenizer.save can be loaded")
     try:

@@ -14,10 +14,9 @@ Example (Wikipedia's BPE page):
 from __future__ import annotations
 
 import itertools
-import warnings
+from pathlib import Path
 
-from .base import Tokenizer, apply_merges, merge
-from .trainer import train_bpe
+from .base import Tokenizer, apply_merges, check_training_args, merge, to_utf8
 
 
 class BasicTokenizer(Tokenizer):
@@ -27,37 +26,29 @@ class BasicTokenizer(Tokenizer):
         """Learn vocab_size - 256 merges on `text` (warns if fewer pairs exist)."""
         if not isinstance(text, str):
             raise TypeError("BasicTokenizer.train expects one string; use RegexTokenizer for a list of texts")
-        if not isinstance(vocab_size, int) or vocab_size < 256:
-            raise ValueError(f"vocab_size={vocab_size} is too small: it must be >= 256 (the byte tokens)")
-        if not text.strip():
-            raise ValueError("the training text is empty or only whitespace; pass real text to train on")
-        num_merges = vocab_size - 256
-        pairs = train_bpe({text.encode("utf-8"): 1}, num_merges, progress=verbose)
-        if len(pairs) < num_merges:
-            warnings.warn(f"the training text is too short: learned {len(pairs)} of {num_merges} merges "
-                          f"(vocabulary of {256 + len(pairs)} ids); give more text or a smaller vocab_size",
-                          stacklevel=2)
-        self.merges = {pair: 256 + i for i, pair in enumerate(pairs)}
-        self.vocab = self._build_vocab()
+        check_training_args([text], vocab_size)
+        data = to_utf8(text)
+        self._learn({data: 1}, vocab_size, verbose)
         if verbose:
-            print(f"trained {len(pairs)} merges on {len(text.encode('utf-8')):,} bytes")
+            print(f"trained {len(self.merges)} merges on {len(data):,} bytes")
 
     def register_special_tokens(self, special_tokens) -> None:
         if special_tokens:
             raise ValueError("BasicTokenizer has no special tokens; use RegexTokenizer('none') for "
                              "byte-level BPE with special tokens")
 
+    def _check_model(self, model_file: str | Path, pattern: str, special: dict[str, int]) -> None:
+        if pattern or special:  # we would silently ignore them and encode differently
+            raise ValueError(f"{model_file} has a split pattern or special tokens, which BasicTokenizer "
+                             "ignores; load it with jaxgpt.tokenizer.load_tokenizer (or RegexTokenizer)")
+
     def encode(self, text: str) -> list[int]:
         """text -> ids (lone surrogates become U+FFFD, as in tiktoken)."""
-        try:
-            ids = list(text.encode("utf-8"))
-        except UnicodeEncodeError:
-            ids = list(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8"))
-        return apply_merges(ids, self.merges)
+        return apply_merges(list(to_utf8(text)), self.merges)
 
     def encode_slow(self, text: str) -> list[int]:
         """minbpe's loop, O(len x merges used): the readable definition `encode` must equal."""
-        ids = list(text.encode("utf-8"))
+        ids = list(to_utf8(text))
         inf = float("inf")
         while len(ids) >= 2:
             pair = min(itertools.pairwise(ids), key=lambda p: self.merges.get(p, inf))

@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing import get_context
 
+import regex
 from tqdm import tqdm
 
 # Splitting a text right after a "\n" that has non-whitespace on both sides gives exactly the
@@ -42,18 +43,27 @@ from tqdm import tqdm
 _SAFE_NEWLINE = re.compile(r"\S\n(?=\S)")
 
 
-def _split_chunks(args: tuple[str, str]) -> Counter:
-    """Worker: Counter of chunk bytes in one text (pattern "" = the whole text is one chunk)."""
-    import regex
+def _count_texts(pattern: str, texts: list[str]) -> Counter:
+    """Counter {chunk str: frequency} over `texts`, each split on its own by `pattern`.
 
-    pattern, text = args
+    Pattern "" means no split: each non-empty text is one chunk.
+    Example: _count_texts(r" ?\\w+", ["le vent le", "vent"]) -> {"le": 1, " vent": 1, " le": 1, "vent": 1}
+    """
     if not pattern:
-        return Counter([text.encode("utf-8")]) if text else Counter()
-    return Counter(s.encode("utf-8") for s in regex.findall(pattern, text))
+        return Counter(t for t in texts if t)
+    findall = regex.compile(pattern).findall
+    total: Counter = Counter()
+    for t in texts:
+        total.update(findall(t))
+    return total
 
 
 def _safe_parts(text: str, n_parts: int) -> list[str]:
-    """Cut `text` into about n_parts pieces, only right after a newline between two non-spaces."""
+    """Cut `text` into about n_parts pieces, only right after a newline between two non-spaces.
+
+    Example: _safe_parts("ab\\ncd\\n ef\\ngh", 12) -> ["ab\\n", "cd\\n ef\\n", "gh"]
+    (never after "cd\\n": the space that follows may belong to the newline's chunk).
+    """
     parts, start, step = [], 0, max(1, len(text) // n_parts)
     while start < len(text):
         m = _SAFE_NEWLINE.search(text, start + step) if start + step < len(text) else None
@@ -63,44 +73,56 @@ def _safe_parts(text: str, n_parts: int) -> list[str]:
     return parts
 
 
-def count_chunks(texts: str | Iterable[str], pattern: str, num_workers: int = 1,
-                 safe_split: bool = False) -> Counter:
-    """Counter {chunk bytes: frequency} over one text or an iterable of texts (e.g. poems).
-
-    Each text is split independently. With num_workers > 1 the texts (and, when `safe_split`
-    is True -- only valid for the GPT-2/GPT-4 patterns -- large single texts cut at safe
-    newlines) are split in worker processes; the result is identical to the serial one.
-    """
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    if num_workers > 1 and safe_split and pattern:
-        texts = [p for t in texts for p in (_safe_parts(t, 4 * num_workers) if len(t) > 1 << 20 else [t])]
-    total: Counter = Counter()
-    if num_workers <= 1 or len(texts) < 2:
-        for t in texts:
-            total.update(_split_chunks((pattern, t)))
-        return total
-    # batch small texts so each task is big enough to be worth a pickle round trip
+def _batches(texts: list[str], max_chars: int) -> list[list[str]]:
+    """Group consecutive texts into batches of about max_chars characters (one task each)."""
     batches, cur, size = [], [], 0
     for t in texts:
         cur.append(t)
         size += len(t)
-        if size > 1 << 18:
+        if size >= max_chars:
             batches.append(cur)
             cur, size = [], 0
-    if cur:
-        batches.append(cur)
-    with get_context("spawn").Pool(num_workers) as pool:
-        for c in pool.imap_unordered(_count_batch, [(pattern, b) for b in batches]):
-            total.update(c)
-    return total
+    return [*batches, cur] if cur else batches
+
+
+def count_chunks(texts: str | Iterable[str], pattern: str, num_workers: int = 1,
+                 safe_split: bool = False, progress: bool = False) -> Counter:
+    """Counter {chunk bytes: frequency} over one text or an iterable of texts (e.g. poems).
+
+    Each text is split independently. With `safe_split` -- only valid for the GPT-2/GPT-4
+    patterns -- large texts are also cut at safe newlines (identical chunks, see `_safe_parts`),
+    so the progress bar moves and `num_workers` > 1 processes can share one big file; the
+    result is identical to the serial one.
+    Example: count_chunks("le vent, le vent", GPT4_SPLIT_PATTERN)
+             -> {b" vent": 2, b"le": 1, b",": 1, b" le": 1}
+    """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if safe_split and pattern:
+        texts = [p for t in texts for p in (_safe_parts(t, len(t) >> 19) if len(t) > 1 << 20 else [t])]
+    batches = _batches(texts, 1 << 18)  # ~256 k characters: worth a pickle round trip to a worker
+    total: Counter = Counter()
+    with tqdm(total=sum(map(len, texts)), desc="count chunks", unit="char", unit_scale=True,
+              disable=not progress) as bar:
+        for batch, counter in zip(batches, _map(_count_batch, [(pattern, b) for b in batches], num_workers),
+                                  strict=True):
+            total.update(counter)
+            bar.update(sum(map(len, batch)))
+    # count strings and encode each distinct chunk once (~50x fewer encodes than chunks)
+    return Counter({chunk.encode("utf-8"): n for chunk, n in total.items()})
 
 
 def _count_batch(args: tuple[str, list[str]]) -> Counter:
-    pattern, batch = args
-    total: Counter = Counter()
-    for t in batch:
-        total.update(_split_chunks((pattern, t)))
-    return total
+    """Worker entry point (Pool.imap passes one argument)."""
+    return _count_texts(*args)
+
+
+def _map(fn, args: list, num_workers: int):
+    """fn over args, in order; in `num_workers` spawned processes when that is > 1."""
+    if num_workers <= 1 or len(args) < 2:
+        yield from map(fn, args)
+        return
+    with get_context("spawn").Pool(num_workers) as pool:
+        yield from pool.imap(fn, args)
 
 
 def train_bpe(chunks: Mapping[bytes, int] | Iterable[tuple[Sequence[int], int]], num_merges: int,
@@ -109,6 +131,11 @@ def train_bpe(chunks: Mapping[bytes, int] | Iterable[tuple[Sequence[int], int]],
 
     `chunks` maps each distinct chunk (bytes, or any id sequence) to its frequency. Returns
     fewer merges when no pair is left (every chunk is a single token); the caller warns.
+
+    Example (Wikipedia's "aaabdaaabac"): train_bpe({b"aaabdaaabac": 1}, 3)
+      -> [(97, 97), (97, 98), (256, 257)]     # aa -> 256; ab -> 257; (aa)(ab) -> 258
+    After the first merge (256, 97) "aa|a" and (97, 98) "ab" both occur twice: the tie goes
+    to the smaller pair (97, 98).
     """
     items = chunks.items() if isinstance(chunks, Mapping) else chunks
     tok: list[int] = []   # token id at each position; -1 once merged into its left neighbour

@@ -22,6 +22,7 @@ def lr_schedule(cfg: OptimConfig) -> optax.Schedule:
         warm = cfg.lr * (step + 1) / max(cfg.warmup_steps, 1)
         ratio = jnp.clip((step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps), 0.0, 1.0)
         cosine = min_lr + 0.5 * (1.0 + jnp.cos(jnp.pi * ratio)) * (cfg.lr - min_lr)
+        cosine = jnp.where(step >= cfg.max_steps, min_lr, cosine)  # the floor, also when warmup == max_steps
         return jnp.where(step < cfg.warmup_steps, warm, cosine)
 
     return schedule

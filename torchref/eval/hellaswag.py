@@ -24,8 +24,16 @@ import torch.nn.functional as F
 
 from jaxgpt.config import GPTConfig
 from jaxgpt.data.hellaswag import (
-    Example, Rendered, Result, combine_results, hellaswag_file, iter_batches, load_examples,
-    pack_length, render_example, score_batch,
+    Example,
+    Rendered,
+    Result,
+    combine_results,
+    hellaswag_file,
+    iter_batches,
+    load_examples,
+    pack_length,
+    render_example,
+    score_batch,
 )
 from torchref.gpt import GPT
 

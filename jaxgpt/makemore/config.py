@@ -1,0 +1,140 @@
+"""Model and training recipes of the makemore ladder, framework-free (shared with torchref).
+
+Each rung of the ladder is a named preset: a ModelConfig (the architecture) plus a TrainConfig
+(the schedule of the lecture, or of makemore.py, it comes from). Both frameworks build their
+model from the same ModelConfig, so a checkpoint written by one loads into the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+VOCAB_SIZE = 27  # '.' (start/end of a name) + a..z
+
+# The models of the ladder, in the order the lectures build them.
+MODELS = ("bigram", "bigram-nn", "mlp", "bn-mlp", "bn-mlp-deep", "backprop", "wavenet",
+          "rnn", "gru", "bow", "transformer")
+# Models that read a fixed window of previous characters and predict one next character;
+# the others (makemore.py's) read a whole name and predict every next character at once.
+WINDOW_MODELS = ("bigram", "bigram-nn", "mlp", "bn-mlp", "bn-mlp-deep", "backprop", "wavenet")
+
+
+class ConfigError(ValueError):
+    """A configuration a user asked for that cannot work (message says which field and why)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model: str  # one of MODELS
+    block_size: int  # context: characters seen (window models) or the longest sequence (makemore's)
+    vocab_size: int = VOCAB_SIZE
+    n_embd: int = 10  # character embedding size
+    n_hidden: int = 200  # hidden width (makemore.py calls it n_embd2)
+    n_layer: int = 1  # Linear layers (deep BN-MLP) or transformer blocks
+    n_head: int = 4  # attention heads (transformer)
+    bn_momentum: float = 0.001  # BatchNorm running-stat update rate (part 3 used 0.001, its layer class 0.1)
+    smoothing: float = 1.0  # add-k smoothing of the bigram counts (k=1 in lecture 1)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        if self.block_size < 1:
+            raise ConfigError(f"context length (block_size) must be >= 1, got {self.block_size}")
+        if self.model == "wavenet":
+            b = self.block_size
+            # Each FlattenConsecutive(2) stage halves the sequence; they must end at exactly one.
+            if b < 2 or b & (b - 1):
+                raise ConfigError(f"WaveNet context must be a power of two >= 2 (it is halved by each "
+                                  f"FlattenConsecutive(2) stage), got {b}; try 8 or 16")
+        if self.model == "transformer" and self.n_embd % self.n_head:
+            raise ConfigError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if self.n_embd < 1 or self.n_hidden < 1 or self.n_layer < 1:
+            raise ConfigError("n_embd, n_hidden and n_layer must be >= 1")
+
+    @property
+    def is_window(self) -> bool:
+        return self.model in WINDOW_MODELS
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int  # optimiser steps (0: closed form, the bigram counts)
+    batch_size: int = 32  # examples per step; 0 = the whole training set (full-batch descent)
+    optimizer: str = "sgd"  # "sgd" (the lectures), "adamw" (makemore.py) or "none" (counts)
+    lr: float = 0.1  # learning rate of the first phase
+    lr_decay_step: int | None = None  # from this step on the rate is lr_final (the lectures' step decay)
+    lr_final: float = 0.01
+    weight_decay: float = 0.0  # AdamW's decoupled decay, on every parameter as makemore.py does
+    betas: tuple[float, float] = (0.9, 0.99)  # makemore.py's AdamW betas
+    eps: float = 1e-8
+    l2: float = 0.0  # L2 penalty mean(W**2) added to the loss (the neural bigram's regulariser)
+    split: str = "lecture"  # "lecture" (80/10/10) or "makemore" (test = min(1000, 10%))
+    eval_every: int = 0  # evaluate val loss every this many steps (0: only at the end)
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 0:
+            raise ConfigError(f"steps and batch_size must be >= 0, got {self.steps}, {self.batch_size}")
+        if self.optimizer not in ("sgd", "adamw", "none"):
+            raise ConfigError(f"optimizer must be sgd, adamw or none, got {self.optimizer!r}")
+        if self.split not in ("lecture", "makemore"):
+            raise ConfigError(f"split must be 'lecture' or 'makemore', got {self.split!r}")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """The step-decay schedule of the lectures: lr, then lr_final from lr_decay_step on."""
+    if cfg.lr_decay_step is not None and step >= cfg.lr_decay_step:
+        return cfg.lr_final
+    return cfg.lr
+
+
+@dataclass(frozen=True)
+class Preset:
+    model: ModelConfig
+    train: TrainConfig
+    source: str = ""  # the lecture / file the recipe and its reference loss come from
+    target: float | None = None  # the reference loss to reach ("Done when" table)
+    target_split: str = "val"  # the split `target` is measured on
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_SGD_200K = TrainConfig(steps=200_000, lr=0.1, lr_decay_step=100_000, lr_final=0.01, eval_every=10_000)
+_ADAMW = TrainConfig(steps=30_000, optimizer="adamw", lr=5e-4, weight_decay=0.01, split="makemore",
+                     eval_every=1000)
+_SEQ = dict(block_size=16, n_embd=64, n_hidden=64, n_layer=4, n_head=4)  # makemore.py defaults (16 = longest name + 1)
+
+PRESETS: dict[str, Preset] = {
+    "bigram": Preset(ModelConfig("bigram", block_size=1), TrainConfig(steps=0, optimizer="none"),
+                     "lecture 1 (count model, add-1 smoothing)", 2.455),
+    "bigram-nn": Preset(ModelConfig("bigram-nn", block_size=1),
+                        TrainConfig(steps=200, batch_size=0, lr=50.0, l2=0.01, eval_every=50),
+                        "lecture 1 (one-hot x W, full-batch descent, lr 50, L2 0.01)"),
+    "mlp": Preset(ModelConfig("mlp", block_size=3, n_embd=10, n_hidden=200), _SGD_200K,
+                  "lecture 2 (Bengio 2003), with lecture 3's init scales", 2.17),
+    "bn-mlp": Preset(ModelConfig("bn-mlp", block_size=3, n_embd=10, n_hidden=200, bn_momentum=0.001), _SGD_200K,
+                     "lecture 3 (BatchNorm)", 2.11),
+    "bn-mlp-deep": Preset(ModelConfig("bn-mlp-deep", block_size=3, n_embd=10, n_hidden=100, n_layer=6,
+                                      bn_momentum=0.1),
+                          replace(_SGD_200K, lr_decay_step=150_000), "lecture 3 (6-layer BatchNorm MLP)"),
+    "backprop": Preset(ModelConfig("backprop", block_size=3, n_embd=10, n_hidden=200, bn_momentum=0.001),
+                       _SGD_200K, "lecture 4 (backprop ninja, hand-written backward)", 2.12),
+    "wavenet": Preset(ModelConfig("wavenet", block_size=8, n_embd=24, n_hidden=128, bn_momentum=0.1),
+                      replace(_SGD_200K, lr_decay_step=150_000), "lecture 5 (WaveNet, 76,579 params)", 1.995),
+    "rnn": Preset(ModelConfig("rnn", **_SEQ), _ADAMW, "makemore.py (RNN)", None, "test"),
+    "gru": Preset(ModelConfig("gru", **_SEQ), _ADAMW, "makemore.py (GRU)", None, "test"),
+    "bow": Preset(ModelConfig("bow", **_SEQ), _ADAMW, "makemore.py (BoW)", None, "test"),
+    "transformer": Preset(ModelConfig("transformer", **_SEQ), _ADAMW, "makemore.py (Transformer)", 1.92, "test"),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]

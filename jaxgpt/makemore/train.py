@@ -1,0 +1,177 @@
+"""Training, evaluation and the logits for sampling, for every makemore model in JAX.
+
+Tiny models make Python the bottleneck: nnx.jit walks the module graph on every call, which
+costs more than the maths here. So the Trainer splits the model once (nnx.split), and runs a pure
+jax.jit function that does K optimiser steps in one call with jax.lax.scan (K = the batches of
+indices it is given); the model is merged back only for evaluation, sampling and saving.
+Mirrored by torchref/makemore/train.py (same interface, eager loop).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxgpt.makemore.backprop import BackpropMLP
+from jaxgpt.makemore.bigram import BigramCounts, NeuralBigram
+from jaxgpt.makemore.config import ModelConfig, TrainConfig
+from jaxgpt.makemore.layers import cross_entropy, load_numpy, named_params, num_params, state_numpy
+from jaxgpt.makemore.mlp import MLP, BatchNormMLP, DeepBatchNormMLP
+from jaxgpt.makemore.rnn import RNN
+from jaxgpt.makemore.transformer import BoW, Transformer
+from jaxgpt.makemore.wavenet import WaveNet
+
+EVAL_CHUNK = 16384  # examples per evaluation call: bounds memory on the 180k-example train split
+
+
+def build_model(config: ModelConfig, train: TrainConfig | None = None, seed: int = 0) -> nnx.Module:
+    rngs = nnx.Rngs(params=seed)
+    name = config.model
+    if name == "bigram":
+        return BigramCounts(config)
+    if name == "bigram-nn":
+        return NeuralBigram(config, rngs=rngs, l2=train.l2 if train else 0.01)
+    if name in ("rnn", "gru"):
+        return RNN(config, rngs=rngs, cell_type=name)
+    cls = {"mlp": MLP, "bn-mlp": BatchNormMLP, "bn-mlp-deep": DeepBatchNormMLP, "backprop": BackpropMLP,
+           "wavenet": WaveNet, "bow": BoW, "transformer": Transformer}[name]
+    return cls(config, rngs=rngs)
+
+
+class Trainer:
+    framework = "jax"
+
+    def __init__(self, config: ModelConfig, train: TrainConfig, seed: int = 0) -> None:
+        self.config, self.train_cfg, self.step = config, train, 0
+        self.model = build_model(config, train, seed)
+        self.manual = isinstance(self.model, BackpropMLP)  # trains with its hand-written backward
+        if train.optimizer == "adamw":
+            b1, b2 = train.betas
+            # inject_hyperparams: the learning rate lives in the optimiser state, set every step from
+            # our own step counter, so a reloaded model continues the schedule where it was.
+            self.tx = optax.inject_hyperparams(optax.adamw)(
+                learning_rate=train.lr, b1=b1, b2=b2, eps=train.eps, weight_decay=train.weight_decay)
+        else:
+            self.tx = optax.inject_hyperparams(optax.sgd)(learning_rate=train.lr)
+        self.opt_state = self.tx.init(self._params())
+        self._run = None
+        self._eval = None
+
+    def _params(self) -> dict[str, jax.Array]:
+        return {k: v[...] for k, v in named_params(self.model).items()}
+
+    # ---- training ---------------------------------------------------------------------------
+    def fit_counts(self, X: np.ndarray, Y: np.ndarray) -> None:
+        """The closed-form bigram: count the training pairs."""
+        self.model.fit(jnp.asarray(X), jnp.asarray(Y))
+
+    def _compile(self) -> None:
+        self.model.train()
+        graphdef, _ = nnx.split(self.model)
+        tx, manual, cfg = self.tx, self.manual, self.train_cfg
+        lr_drop = cfg.lr_decay_step if cfg.lr_decay_step is not None else np.iinfo(np.int32).max
+
+        def one_step(carry, ix, X, Y):
+            state, opt_state, step = carry
+            model = nnx.merge(graphdef, state)
+            xb, yb = (X, Y) if ix is None else (X[ix], Y[ix])
+            if manual:
+                loss, grads = model.forward_backward(xb, yb)
+            else:
+                loss, g = nnx.value_and_grad(lambda m: m.loss(xb, yb))(model)
+                grads = {".".join(map(str, p)): v[...] for p, v in nnx.to_flat_state(g)}
+            variables = named_params(model)
+            params = {k: v[...] for k, v in variables.items()}
+            opt_state.hyperparams["learning_rate"] = jnp.where(step < lr_drop, cfg.lr, cfg.lr_final)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            for k, p in optax.apply_updates(params, updates).items():
+                variables[k][...] = p
+            return (nnx.state(model), opt_state, step + 1), loss
+
+        @partial(jax.jit, donate_argnums=(0, 1))
+        def run(state, opt_state, step, X, Y, idx):  # idx (K, B) batch indices
+            (state, opt_state, step), losses = jax.lax.scan(
+                lambda c, ix: one_step(c, ix, X, Y), (state, opt_state, step), idx)
+            return state, opt_state, losses
+
+        @partial(jax.jit, donate_argnums=(0, 1), static_argnums=(5,))
+        def run_full(state, opt_state, step, X, Y, k):  # k full-batch steps
+            (state, opt_state, step), losses = jax.lax.scan(
+                lambda c, _: one_step(c, None, X, Y), (state, opt_state, step), None, length=k)
+            return state, opt_state, losses
+
+        self._run, self._run_full = run, run_full
+
+    def set_train_data(self, X: np.ndarray, Y: np.ndarray) -> None:
+        self._X, self._Y = jnp.asarray(X), jnp.asarray(Y)
+
+    def train_steps(self, idx: np.ndarray | None, k: int | None = None) -> float:
+        """Run len(idx) SGD/AdamW steps on the batches X[idx[i]] (idx None: k full-batch steps).
+
+        Returns the mean training loss of those steps (a host sync: call it per chunk, not per step).
+        """
+        if self._run is None:
+            self._compile()
+        self.model.train()
+        _, state = nnx.split(self.model)
+        step = jnp.asarray(self.step, jnp.int32)
+        if idx is None:
+            state, self.opt_state, losses = self._run_full(state, self.opt_state, step, self._X, self._Y, k)
+        else:
+            state, self.opt_state, losses = self._run(state, self.opt_state, step, self._X, self._Y, jnp.asarray(idx))
+        nnx.update(self.model, state)
+        self.step += int(losses.shape[0])
+        loss = float(losses.mean())
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss} at step ~{self.step}; lower the learning rate")
+        return loss
+
+    # ---- evaluation and sampling ------------------------------------------------------------
+    def _eval_fns(self):
+        if self._eval is None:
+            self.model.eval()
+            graphdef, _ = nnx.split(self.model)
+
+            @jax.jit
+            def loss_sum(state, X, Y):
+                logits = nnx.merge(graphdef, state)(X)
+                n = jnp.sum(Y >= 0)
+                return cross_entropy(logits, Y) * n, n
+
+            @jax.jit
+            def logits(state, X):
+                return nnx.merge(graphdef, state)(X)
+
+            self._eval = (loss_sum, logits)
+        return self._eval
+
+    def loss(self, X: np.ndarray, Y: np.ndarray) -> float:
+        """Mean NLL over a whole split, in eval mode (BatchNorm uses its running statistics)."""
+        loss_sum, _ = self._eval_fns()
+        _, state = nnx.split(self.model)
+        total, count = 0.0, 0
+        for i in range(0, len(X), EVAL_CHUNK):
+            s, n = loss_sum(state, jnp.asarray(X[i: i + EVAL_CHUNK]), jnp.asarray(Y[i: i + EVAL_CHUNK]))
+            total, count = total + float(s), count + int(n)
+        return total / max(count, 1)
+
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        _, logits = self._eval_fns()
+        _, state = nnx.split(self.model)
+        return np.asarray(logits(state, jnp.asarray(X)))
+
+    # ---- weights ------------------------------------------------------------------------------
+    def state_numpy(self) -> dict[str, np.ndarray]:
+        return state_numpy(self.model)
+
+    def load_numpy(self, weights: dict[str, np.ndarray]) -> None:
+        load_numpy(self.model, weights)
+        self.opt_state = self.tx.init(self._params())  # moments restart; the step (and lr schedule) does not
+
+    def num_params(self) -> int:
+        return num_params(self.model) if self.config.model != "bigram" else self.config.vocab_size ** 2

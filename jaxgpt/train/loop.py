@@ -1,0 +1,302 @@
+"""The GPT-2 training recipe and loop, framework-free: runs the JAX Trainer or its torch twin unchanged.
+
+References: build-nanogpt `train_gpt2.py` (the recipe: 2**19-token batches through gradient
+accumulation, warm-up 715, cosine to 10% at 19,073, clip 1.0, vocab 50304, evals every 250
+steps), nanodo (metrics of step n-1 fetched after step n is dispatched, NaN stops the run).
+
+`TrainConfig` is the one training configuration of both frameworks (scripts/train_gpt2.py builds
+it from flags). `run()` drives any trainer with the twin interface (jaxgpt/train/trainer.py):
+    per step: dispatch(x, y) -> fetch the previous step's (loss, norm) -> one log line + CSV row
+    every val_every: val loss;  every hellaswag_every: HellaSwag;  every sample_every: samples
+    every ckpt_every, at SIGTERM/SIGINT and at the end: an atomic checkpoint (keep the last K)
+A non-finite loss stops the run before anything is saved, so the last checkpoint stays good.
+Nothing here imports jax or torch; the framework-specific parts come in through `Runtime`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jaxgpt.config import GPTConfig
+from jaxgpt.train.checkpoint import CheckpointDir, check_same_config, check_writable
+from jaxgpt.train.config import OptimConfig, lr_at
+from jaxgpt.train.metrics import mfu
+
+CSV_FIELDS = ("step", "loss", "lr", "grad_norm", "dt_ms", "tok_per_s", "mfu", "val_loss", "hellaswag_acc_norm")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "gpt2-124m"  # model preset (jaxgpt/config.py)
+    padded_vocab: int = 50304  # embedding/head rows (tensor-core friendly); 0 = no padding
+    data_dir: str = "data/edu_fineweb10B"  # *_train_*.npy / *_val_*.npy uint16 shards (scripts/fineweb.py)
+    out_dir: str = "out/gpt2"  # checkpoints, train_log.csv, curves.png, the final HF export
+    total_batch_tokens: int = 524288  # tokens per optimiser step, all devices and micro-steps together (2**19)
+    micro_batch: int = 16  # rows per device per micro-step; the accumulation steps follow from it
+    seq_len: int = 1024  # T; at most the preset's block_size
+    dtype: str = "bfloat16"  # compute dtype; parameters and optimiser state are always fp32
+    fsdp: bool = False  # JAX: shard params + optimiser state over the devices (350M-1558M presets)
+    compile: bool = False  # torch: torch.compile the model
+    seed: int = 0  # parameter init and dropout
+    shuffle_seed: int | None = None  # None: shards in name order (build-nanogpt); else shuffled per epoch
+    val_every: int = 250  # steps between val-loss evaluations; 0 = only at the end
+    val_steps: int = 20  # val batches per evaluation (each micro_batch x devices rows)
+    hellaswag_every: int = 250  # 0 = never
+    hellaswag_file: str = ""  # hellaswag_val.jsonl; empty = skip HellaSwag
+    hellaswag_limit: int = 0  # score only the first N examples (0 = all 10,042)
+    sample_every: int = 250  # 0 = never; needs the GPT-2 tokenizer (tiktoken)
+    sample_tokens: int = 32  # tokens generated per sample
+    sample_prompt: str = "Hello, I'm a language model,"
+    ckpt_every: int = 1000  # steps between checkpoints; 0 = only at the end and at signals
+    keep: int = 3  # checkpoints kept (older complete ones are deleted)
+    export_hf: bool = True  # write the final model as a Hugging Face GPT-2 directory (out_dir/hf)
+    plot: bool = False  # write out_dir/curves.png at each evaluation and at the end
+
+    def __post_init__(self) -> None:
+        for name in ("total_batch_tokens", "micro_batch", "seq_len", "val_steps", "keep", "sample_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name}={getattr(self, name)} must be >= 1")
+        for name in ("val_every", "hellaswag_every", "sample_every", "ckpt_every", "hellaswag_limit", "padded_vocab"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name}={getattr(self, name)} must be >= 0")
+
+    def model_config(self, base: GPTConfig) -> GPTConfig:
+        if self.seq_len > base.block_size:
+            raise ValueError(f"--seq_len={self.seq_len} exceeds the preset's block_size {base.block_size}")
+        if self.padded_vocab and self.padded_vocab < base.vocab_size:
+            raise ValueError(f"--padded_vocab={self.padded_vocab} is below vocab_size {base.vocab_size}; "
+                             "use a multiple of 128 >= vocab_size, or 0 for none")
+        return dataclasses.replace(base, padded_vocab_size=self.padded_vocab or None)
+
+
+# Fields a resumed run must share with the checkpoint (the others only change cadence or speed).
+RESUME_FIELDS = ("preset", "padded_vocab", "data_dir", "total_batch_tokens", "seq_len", "dtype", "seed",
+                 "shuffle_seed")
+
+
+def grad_accum_steps(total_batch_tokens: int, micro_batch: int, seq_len: int, n_devices: int) -> int:
+    """Micro-steps per optimiser step; raises with the fix when the global batch does not divide."""
+    per_micro = micro_batch * seq_len * n_devices  # tokens of one micro-step over all devices
+    if total_batch_tokens % per_micro:
+        raise ValueError(
+            f"--total_batch_tokens={total_batch_tokens} is not divisible by micro_batch x seq_len x devices = "
+            f"{micro_batch} x {seq_len} x {n_devices} = {per_micro}; choose a micro_batch (or seq_len) such that "
+            f"this divides it, e.g. --total_batch_tokens={max(1, round(total_batch_tokens / per_micro)) * per_micro}")
+    return total_batch_tokens // per_micro
+
+
+@dataclass
+class Runtime:
+    """What the loop needs from the framework side (filled by scripts/train_gpt2.py)."""
+
+    trainer: Any  # jaxgpt/train/trainer.py Trainer or its torch twin
+    process_index: int  # this process (0 = primary: writes logs, meta, exports)
+    num_processes: int
+    n_devices: int  # devices (JAX) or ranks (torch) over all processes
+    device_name: str  # for the MFU peak (jaxgpt/train/metrics.py)
+    barrier: Callable[[], None]
+    fetch: Callable[[Any], float]  # device scalar -> float (waits)
+    hellaswag: Callable[[], float] | None = None  # -> acc_norm
+    sample: Callable[[], list[str]] | None = None  # -> decoded samples
+    log: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
+
+
+class Stop(Exception):
+    """An orderly stop (signal) or a failure (NaN), with the message and exit code for the CLI."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def run(cfg: TrainConfig, model_cfg: GPTConfig, optim: OptimConfig, rt: Runtime, train_loader: Any,
+        val_loader: Any, resume: bool) -> dict:
+    """Train to optim.max_steps (or resume), returning {"step", "val_loss", ...} of the end."""
+    out = Path(cfg.out_dir)
+    primary = rt.process_index == 0
+    if primary:
+        check_writable(out)
+    rt.barrier()
+    ckpts = CheckpointDir(out / "checkpoints", cfg.keep, is_primary=primary, barrier=rt.barrier, log=rt.log)
+    trainer = rt.trainer
+    saved_cfg = {"model": model_cfg.to_dict(), "optim": dataclasses.asdict(optim),
+                 "train": {k: getattr(cfg, k) for k in RESUME_FIELDS}}
+    saved_cfg = json.loads(json.dumps(saved_cfg))  # as it reads back from meta.json (tuples -> lists)
+    start = 0
+    if resume:
+        def restore(path: Path, meta: dict) -> None:
+            check_same_config(meta["config"], saved_cfg, path)
+            if meta.get("framework") != trainer.framework:
+                check_same_config({"framework": meta.get("framework")}, {"framework": trainer.framework}, path)
+            trainer.restore(path)
+            train_loader.load_state(meta["loader"])
+
+        meta = ckpts.restore_latest(restore)
+        if meta is None:
+            raise ValueError(f"--resume: no checkpoint in {ckpts.root}; start without --resume")
+        start = int(meta["step"])
+        rt.log(f"resumed from {ckpts.path(start)} at step {start}")
+    elif ckpts.steps():
+        raise ValueError(f"{ckpts.root} already holds checkpoints (steps {ckpts.steps()}); pass --resume to continue "
+                         "that run, or choose another --out_dir (nothing was overwritten)")
+
+    log_path = out / "train_log.csv"
+    if primary:
+        _truncate_log(log_path, start)
+    tokens_per_step = cfg.total_batch_tokens
+
+    def checkpoint(step: int) -> None:
+        ckpts.save(step, trainer.save, {"framework": trainer.framework, "config": saved_cfg,
+                                        "loader": train_loader.state()})
+        rt.log(f"saved checkpoint {ckpts.path(step)}")
+
+    def evaluate(step: int, final: bool = False) -> dict:
+        row: dict[str, Any] = {"step": step}
+        val_loader.reset()
+        vals = [trainer.eval_loss(*val_loader.next_batch()) for _ in range(cfg.val_steps)]
+        row["val_loss"] = sum(vals) / len(vals)
+        msg = f"step {step:6d} | val loss {row['val_loss']:.4f}"
+        if rt.hellaswag is not None and (final or (cfg.hellaswag_every and step % cfg.hellaswag_every == 0)):
+            row["hellaswag_acc_norm"] = rt.hellaswag()
+            msg += f" | hellaswag acc_norm {row['hellaswag_acc_norm']:.4f}"
+        rt.log(msg)
+        if primary:
+            _append_log(log_path, row)
+            if cfg.plot:
+                plot_log(log_path, out / "curves.png")
+        return row
+
+    stop: dict[str, int | None] = {"signal": None}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop["signal"] = signum  # finish the step in flight, save, exit
+
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    pending: tuple[int, Any, Any] | None = None  # (step, loss, norm) dispatched but not yet fetched
+    t_last = time.perf_counter()
+
+    def flush() -> None:
+        """Fetch and log the step in flight; raise Stop on a non-finite loss."""
+        nonlocal pending, t_last
+        if pending is None:
+            return
+        step, loss_a, norm_a = pending
+        pending = None
+        loss, norm = rt.fetch(loss_a), rt.fetch(norm_a)
+        now = time.perf_counter()
+        dt, t_last = now - t_last, now
+        if not math.isfinite(loss):
+            last = ckpts.steps()
+            raise Stop(f"loss is {loss} at step {step}; stopping without saving. The last good checkpoint is "
+                       f"{ckpts.path(last[-1]) if last else 'none (no checkpoint was written yet)'}; resume from it "
+                       "with a lower --lr or a longer --warmup_steps", 3)
+        tps = tokens_per_step / dt
+        m = mfu(tps, model_cfg, cfg.seq_len, rt.device_name, rt.n_devices)
+        row = {"step": step, "loss": loss, "lr": lr_at(step, optim), "grad_norm": norm, "dt_ms": dt * 1e3,
+               "tok_per_s": tps, "mfu": m}
+        rt.log(f"step {step:6d} | loss {loss:.6f} | lr {row['lr']:.4e} | norm {norm:.4f} | dt {dt * 1e3:.1f}ms | "
+               f"tok/s {tps:,.0f} | MFU {'n/a' if m is None else f'{100 * m:.1f}%'}")
+        if primary:
+            _append_log(log_path, row)
+
+    try:
+        for step in range(start, optim.max_steps):
+            if step > start and step % max(cfg.val_every, 1) == 0 and cfg.val_every:
+                flush()
+                evaluate(step)
+            if rt.sample is not None and cfg.sample_every and step % cfg.sample_every == 0 and step > start:
+                flush()
+                for s in rt.sample():
+                    rt.log(f"sample: {s!r}")
+            if step > start and cfg.ckpt_every and step % cfg.ckpt_every == 0:
+                flush()
+                checkpoint(step)
+            x, y = train_loader.next_batch()
+            if pending is None:  # nothing in flight (start, or after an eval): time this step alone
+                t_last = time.perf_counter()
+            loss_a, norm_a = trainer.dispatch(x, y)
+            flush()  # the previous step's metrics, fetched while this one runs
+            pending = (step, loss_a, norm_a)
+            if stop["signal"] is not None:
+                flush()
+                checkpoint(step + 1)
+                raise Stop(f"stopped by signal {stop['signal']} after step {step}; checkpoint saved in "
+                           f"{ckpts.path(step + 1)}; continue with --resume", 128 + int(stop["signal"]))
+        flush()
+        final = evaluate(optim.max_steps, final=True)
+        if not ckpts.steps() or ckpts.steps()[-1] != optim.max_steps:
+            checkpoint(optim.max_steps)
+        if cfg.export_hf:
+            trainer.save_hf(out / "hf")
+            rt.log(f"exported the model as a Hugging Face GPT-2 directory: {out / 'hf'}")
+        return {"step": optim.max_steps, **final}
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+
+
+def _truncate_log(path: Path, start: int) -> None:
+    """Start the CSV afresh, or (resume) drop rows at or after `start`: they are about to be redone."""
+    rows = []
+    if start and path.exists():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) < start]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, CSV_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _append_log(path: Path, row: dict) -> None:
+    with open(path, "a", newline="") as f:
+        csv.DictWriter(f, CSV_FIELDS).writerow({k: ("" if row.get(k) is None else _fmt(row.get(k))) for k in CSV_FIELDS})
+
+
+def _fmt(v: Any) -> str:
+    return repr(v) if isinstance(v, float) else str(v)  # repr: floats round-trip exactly
+
+
+def read_log(path: Path) -> list[dict[str, float]]:
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+
+
+def plot_log(csv_path: Path, png_path: Path) -> None:
+    """Curves of a train_log.csv: train/val loss, HellaSwag, lr and grad norm (matplotlib, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_log(csv_path)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    train = [r for r in rows if "loss" in r]
+    val = [r for r in rows if "val_loss" in r]
+    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label="train", lw=0.8)
+    axes[0].plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val")
+    axes[0].set(xlabel="step", ylabel="loss (nats/token)", title="loss")
+    axes[0].legend()
+    hs = [r for r in rows if "hellaswag_acc_norm" in r]
+    axes[1].plot([r["step"] for r in hs], [r["hellaswag_acc_norm"] for r in hs], "o-")
+    axes[1].axhline(0.2955, ls="--", c="gray", label="GPT-2 124M (OpenAI)")
+    axes[1].set(xlabel="step", ylabel="acc_norm", title="HellaSwag")
+    axes[1].legend()
+    axes[2].plot([r["step"] for r in train], [r["lr"] for r in train], label="lr")
+    ax2 = axes[2].twinx()
+    ax2.plot([r["step"] for r in train], [r["grad_norm"] for r in train], c="C1", lw=0.5, label="grad norm")
+    axes[2].set(xlabel="step", title="lr (left), grad norm (right)")
+    fig.tight_layout()
+    tmp = png_path.with_name(png_path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(png_path)
+
