@@ -15,9 +15,9 @@ from parity_tests.helpers import GRAD_RTOL
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import compare  # noqa: E402
+import compare
 
-from conftest import data_file  # noqa: E402
+from conftest import data_file
 
 
 @pytest.fixture(scope="module")

@@ -61,4 +61,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["FRAMEWORKS", "JaxTrainer", "TorchTrainer", "make_trainer", "save_atomic", "checkpoint_exists", "lr_at"]
+__all__ = ["FRAMEWORKS", "checkpoint_exists", "lr_at", "make_trainer", "save_atomic"]

@@ -7,6 +7,8 @@ import sys
 import warnings
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import data_file
 from jaxgpt.tokenizer import (
@@ -224,3 +226,75 @@ def test_heap_encoder_equals_minbpe_loop():
     tok.train(TRAIN_TEXT * 2 + "aaaaaaaaaa bbbbbb", 380)
     for text in [*HARD_STRINGS, TRAIN_TEXT, "a" * 101, "aaab" * 40, TRAIN_TEXT[::-1]]:
         assert tok.encode(text) == tok.encode_slow(text)
+
+
+# ------------------------------------------------------------------ round trips (hypothesis)
+_TRAINED: dict = {}
+
+
+def _trained(kind: str):
+    """One small tokenizer per kind, trained once (hypothesis calls the test many times)."""
+    if kind not in _TRAINED:
+        tok = BasicTokenizer() if kind == "basic" else RegexTokenizer(kind)
+        tok.train(TRAIN_TEXT + HARD_STRINGS[5] * 3, 330)
+        _TRAINED[kind] = tok
+    return _TRAINED[kind]
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
+       | st.lists(st.sampled_from(["le", " vent", "  ", "\n", "é", "'s", "12345", "😉", "\r\n"]),
+                  max_size=20).map("".join),
+       kind=st.sampled_from(["basic", "gpt2", "gpt4", "none"]))
+def test_round_trip_hypothesis(text, kind):
+    tok = _trained(kind)
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_lone_surrogates_become_replacement_char():
+    # UTF-8 cannot hold a lone surrogate: encode it as U+FFFD (tiktoken's choice), never crash
+    for tok in [_trained("basic"), _trained("gpt4")]:
+        assert tok.decode(tok.encode("a\ud800b")) == "a\ufffdb"
+    tok = RegexTokenizer("gpt4")
+    tok.train("vivre \udc80 vivre " * 5, 262)  # training text too
+    assert tok.decode(tok.encode("vivre")) == "vivre"
+
+
+def test_encode_rejects_bytes_clearly():
+    for tok in [_trained("basic"), _trained("gpt4")]:
+        with pytest.raises(TypeError, match="decode bytes first"):
+            tok.encode(b"abc")
+    with pytest.raises(ValueError, match="must be an int >= 256"):
+        RegexTokenizer().train(TRAIN_TEXT, 300.0)
+
+
+def test_basic_refuses_regex_model(tmp_path):
+    tok = _trained("gpt4")
+    model, _ = tok.save(tmp_path / "r")
+    basic = BasicTokenizer()
+    with pytest.raises(ValueError, match="load_tokenizer"):
+        basic.load(model)
+    assert basic.merges == {} and basic.pattern == ""  # unchanged by the failed load
+
+
+def test_special_token_with_line_break_cannot_be_saved(tmp_path):
+    tok = RegexTokenizer()
+    tok.register_special_tokens(["<|a\nb|>"])
+    with pytest.raises(ValueError, match="line break"):
+        tok.save(tmp_path / "x")
+    assert not (tmp_path / "x.model").exists()
+
+
+def test_model_file_with_windows_line_ends_loads(tmp_path):
+    tok = RegexTokenizer("gpt2")
+    tok.register_special_tokens(["<|endofpoem|>"])
+    tok.train(TRAIN_TEXT, 300)
+    model, _ = tok.save(tmp_path / "w")
+    crlf = tmp_path / "crlf.model"
+    crlf.write_bytes(model.read_bytes().replace(b"\n", b"\r\n"))
+    back = load_tokenizer(crlf)
+    assert back.pattern == tok.pattern and back.merges == tok.merges
+    assert back.special_tokens == tok.special_tokens
+    (tmp_path / "bin.model").write_bytes(b"\xff\xfe\x00minbpe")
+    with pytest.raises(ValueError, match="not a text file"):
+        load_tokenizer(tmp_path / "bin.model")

@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import DATA_DIR, data_file
-from jaxgpt.tokenizer import GPT2Tokenizer, GPT4Tokenizer, RegexTokenizer, from_tiktoken
+from jaxgpt.tokenizer import (
+    GPT2_SPLIT_PATTERN,
+    GPT4_SPLIT_PATTERN,
+    BasicTokenizer,
+    GPT2Tokenizer,
+    GPT4Tokenizer,
+    RegexTokenizer,
+    from_tiktoken,
+)
 
 tiktoken = pytest.importorskip("tiktoken")
 if not (DATA_DIR / "tiktoken_cache").is_dir():
@@ -40,7 +48,7 @@ mixed_text = st.lists(st.sampled_from(["a", "é", " ", "  ", "\n", "'s", "'LL", 
                                        "\r\n", "\t", "ab", "Zz"]), max_size=30).map("".join)
 
 
-@pytest.fixture(scope="module", params=["gpt2", "cl100k_base"])
+@pytest.fixture(scope="module", params=["gpt2", "r50k_base", "cl100k_base"])
 def pair(request):
     enc = tiktoken.get_encoding(request.param)
     return from_tiktoken(request.param), enc
@@ -154,3 +162,20 @@ def test_hypothesis_trained_export(trained, text):
     ids = tok.encode_ordinary(text)
     assert ids == enc.encode_ordinary(text)
     assert tok.decode(ids) == text
+
+
+def test_split_patterns_are_tiktokens():
+    # a tokenizer trained with our constants must split exactly as its tiktoken export
+    assert GPT2_SPLIT_PATTERN == tiktoken.get_encoding("gpt2")._pat_str
+    assert GPT4_SPLIT_PATTERN == tiktoken.get_encoding("cl100k_base")._pat_str
+
+
+@pytest.mark.parametrize("make", [BasicTokenizer, lambda: RegexTokenizer("none")])
+def test_no_split_export(make):
+    # tiktoken has no "no split" pattern (an empty one panics): the export uses one whole-text chunk
+    tok = make()
+    text = _poems_slice()[:20_000]
+    tok.train(text, 400)
+    enc = tok.to_tiktoken()
+    for t in [*HARD_STRINGS, text[:3000]]:
+        assert enc.encode_ordinary(t) == tok.encode(t), f"mismatch on {t[:60]!r}"

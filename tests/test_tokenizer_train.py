@@ -116,6 +116,12 @@ def test_cli_trains_saves_and_reports(tmp_path, poems):
     tok = load_tokenizer(tmp_path / "tok.model")
     assert tok.vocab_size == 512 and tok.special_tokens == {"<|endoftext|>": 511}
     assert (tmp_path / "tok.vocab").is_file()
+    before = (tmp_path / "tok.model").read_bytes()
+    r = _cli("--input", str(src), "--vocab-size", "300", "--out", str(tmp_path / "tok"))
+    assert r.returncode != 0 and "--force" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "tok.model").read_bytes() == before  # never overwritten silently
+    r = _cli("--input", str(src), "--vocab-size", "300", "--out", str(tmp_path / "tok"), "--force")
+    assert r.returncode == 0 and load_tokenizer(tmp_path / "tok.model").vocab_size == 300
 
 
 @pytest.mark.parametrize("args,message", [
@@ -132,6 +138,28 @@ def test_cli_errors_exit_nonzero_with_message(tmp_path, args, message):
     r = _cli(*args, "--out", str(tmp_path / "tok"))
     assert r.returncode != 0
     assert r.stderr.startswith("error:") and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_small_corpus_warns_and_empty_corpus_fails(tmp_path):
+    src = tmp_path / "tiny.txt"
+    src.write_text("ab ab\n", encoding="utf-8")
+    r = _cli("--input", str(src), "--vocab-size", "300", "--holdout", "0", "--out", str(tmp_path / "tiny"))
+    assert r.returncode == 0 and "warning: " in r.stderr and "learned 2 of 44 merges" in r.stderr
+    assert "no held-out text" in r.stdout
+    empty = tmp_path / "empty.txt"
+    empty.write_text(" \n\n", encoding="utf-8")
+    r = _cli("--input", str(empty), "--vocab-size", "300", "--out", str(tmp_path / "e"))
+    assert r.returncode != 0 and "empty or only whitespace" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "e.model").exists()
+
+
+def test_cli_max_bytes_cuts_between_characters(tmp_path):
+    src = tmp_path / "accents.txt"
+    src.write_text("ééééé" * 40, encoding="utf-8")  # one line: the cut cannot fall on a line end
+    r = _cli("--input", str(src), "--vocab-size", "260", "--max-bytes", "101", "--holdout", "0",
+             "--out", str(tmp_path / "acc"))
+    assert r.returncode == 0, r.stderr
+    assert "training on 0.00 MB" in r.stdout
 
 
 def test_cli_rejects_non_utf8(tmp_path):

@@ -161,7 +161,7 @@ def _env(devices: int = 8) -> dict:
 
 def _run(args: list[str], devices: int = 8, check: bool = True, **kw) -> subprocess.CompletedProcess:
     p = subprocess.run([sys.executable, str(SCRIPT), *args], env=_env(devices), capture_output=True, text=True,
-                       timeout=300, **kw)
+                       check=False, timeout=300, **kw)
     if check:
         assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return p
@@ -237,7 +237,7 @@ def test_torch_ddp_two_gloo_processes_equal_one(shards, tmp_path):
     ddp = tmp_path / "ddp"
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
                         "--master_addr=127.0.0.1", f"--master_port={port}", str(SCRIPT), *base, f"--out_dir={ddp}"],
-                       env=_env(1), capture_output=True, text=True, timeout=300)
+                       env=_env(1), capture_output=True, text=True, timeout=300, check=False)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     a = np.array([float(v) for _, v in _losses(ddp)])
     b = np.array([float(v) for _, v in _losses(one)])

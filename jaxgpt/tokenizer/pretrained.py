@@ -37,7 +37,11 @@ def bpe(mergeable_ranks: dict[bytes, int], token: bytes, max_rank: int | None = 
 
 
 def recover_merges(mergeable_ranks: dict[bytes, int]) -> dict[tuple[int, int], int]:
-    """{(rank of left part, rank of right part): rank} for every multi-byte token."""
+    """{(rank of left part, rank of right part): rank} for every multi-byte token.
+
+    Example: recover_merges({b"a": 0, b"b": 1, b"ab": 2, b"aab": 3}) -> {(0, 1): 2, (0, 2): 3}
+    (BPE on b"aab" below rank 3 stops at [b"a", b"ab"]: ranks 0 and 2 made token 3).
+    """
     merges = {}
     for token, rank in mergeable_ranks.items():
         if len(token) == 1:

@@ -64,7 +64,7 @@ def check_complete(directory: Path) -> dict[str, Any]:
         raise ValueError(f"checkpoint {directory} has a corrupt {META} ({e})") from None
     files = meta.get("files", {})  # absent in checkpoints written before the manifest existed
     if not isinstance(files, dict):
-        raise ValueError(f"checkpoint {directory}: {META} has a malformed file manifest")
+        raise ValueError(f"checkpoint {directory}: {META} has a malformed file manifest")  # noqa: TRY004
     for rel, size in files.items():
         p = directory / rel
         if not p.is_file():

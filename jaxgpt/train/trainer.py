@@ -39,7 +39,14 @@ from jaxgpt.config import GPTConfig
 from jaxgpt.gpt import GPT
 from jaxgpt.train.config import OptimConfig
 from jaxgpt.train.optimizer import make_optimizer
-from jaxgpt.train.sharding import (barrier, global_batch, global_eval_batch, make_mesh, state_shardings, to_host)
+from jaxgpt.train.sharding import (
+    barrier,
+    global_batch,
+    global_eval_batch,
+    make_mesh,
+    state_shardings,
+    to_host,
+)
 from jaxgpt.weights import save_hf_dir
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

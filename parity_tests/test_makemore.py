@@ -1,0 +1,214 @@
+"""jaxgpt.makemore vs torchref.makemore: every model of the ladder, and the hand-written backward pass.
+
+Twins share weights through state_numpy / load_numpy (the same names and shapes on both sides),
+with noise added so unit gains and zero biases cannot hide a bug. For every model: logits in eval
+and training mode, loss and every parameter's gradient; one optimiser step through the Trainers;
+BatchNorm running statistics after several steps. The backprop-ninja MLP's hand-written gradients
+(every intermediate, fused and unfused) must equal autodiff in each framework to 1e-6 (fp32).
+Tiny configs keep the file fast; the full-size recipes are scripts/makemore.py --ladder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from jaxgpt.makemore import config as C
+from jaxgpt.makemore import data
+from jaxgpt.makemore import layers as jlayers
+from jaxgpt.makemore import train as jtrain
+from parity_tests.helpers import FWD_ATOL, GRAD_RTOL, assert_close, assert_tree_close, seed_all
+from torchref.makemore import layers as tlayers
+from torchref.makemore import train as ttrain
+
+TRAINABLE = [m for m in C.MODELS if m != "bigram"]
+BN_MODELS = ["bn-mlp", "bn-mlp-deep", "backprop", "wavenet"]
+B = 16  # batch
+
+
+def tiny(model: str) -> tuple[C.ModelConfig, C.TrainConfig]:
+    """A small version of each preset (same structure, small widths)."""
+    p = C.get_preset(model)
+    if p.model.is_window:
+        block = 4 if model == "wavenet" else p.model.block_size
+        mcfg = dataclasses.replace(p.model, block_size=block, n_embd=5, n_hidden=12,
+                                   n_layer=min(p.model.n_layer, 3), bn_momentum=0.1)
+    else:
+        mcfg = dataclasses.replace(p.model, block_size=7, n_embd=8, n_hidden=12, n_layer=2, n_head=2)
+    return mcfg, dataclasses.replace(p.train, batch_size=B if p.train.batch_size else 0)
+
+
+def twins(model: str, seed: int = 0, noise: float = 0.05):
+    """(jax Trainer, torch Trainer) of the tiny `model` holding identical, perturbed weights."""
+    mcfg, tcfg = tiny(model)
+    seed_all(seed)
+    tt = ttrain.Trainer(mcfg, tcfg, seed)
+    w = tt.state_numpy()
+    rng = np.random.default_rng(seed)
+    w = {k: (v + rng.normal(0, noise, v.shape) if "running" not in k else v).astype(np.float32) for k, v in w.items()}
+    tt.load_numpy(w)
+    jt = jtrain.Trainer(mcfg, tcfg, seed)
+    jt.load_numpy(w)
+    return jt, tt
+
+
+def batch(mcfg: C.ModelConfig, n: int = B, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    words = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "zoe", "li", "x"]
+    build = data.build_windows if mcfg.is_window else data.build_sequences
+    X, Y = build(words, mcfg.block_size)
+    ix = np.random.default_rng(seed).integers(0, len(X), n)
+    return X[ix], Y[ix]
+
+
+def jax_loss_and_grads(model, x, y):
+    loss, g = nnx.value_and_grad(lambda m: m.loss(jnp.asarray(x), jnp.asarray(y)))(model)
+    return float(loss), {".".join(map(str, p)): np.asarray(v[...]) for p, v in nnx.to_flat_state(g)}
+
+
+def torch_loss_and_grads(model, x, y):
+    model.zero_grad(set_to_none=True)
+    loss = model.loss(torch.as_tensor(x).long(), torch.as_tensor(y).long())
+    loss.backward()
+    return float(loss), {k: p.grad.numpy() for k, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("model", C.MODELS)
+def test_same_weights_same_names_and_param_count(model):
+    mcfg, tcfg = tiny(model)
+    jt, tt = jtrain.Trainer(mcfg, tcfg), ttrain.Trainer(mcfg, tcfg)
+    js, ts = jt.state_numpy(), tt.state_numpy()
+    assert sorted(js) == sorted(ts)
+    assert {k: v.shape for k, v in js.items()} == {k: v.shape for k, v in ts.items()}
+    assert jt.num_params() == tt.num_params()
+
+
+@pytest.mark.parametrize("model", TRAINABLE)
+def test_logits_loss_and_gradients(model):
+    jt, tt = twins(model)
+    x, y = batch(jt.config)
+    # eval mode (running statistics) first: the training-mode pass below updates them
+    assert_close(jt.logits(x), tt.logits(x), atol=FWD_ATOL, name=f"{model} eval logits")
+    assert_close(jt.loss(x, y), tt.loss(x, y), atol=FWD_ATOL, name=f"{model} eval loss")
+    jt.model.train()
+    tt.model.train()
+    jl, jg = jax_loss_and_grads(jt.model, x, y)
+    tl, tg = torch_loss_and_grads(tt.model, x, y)
+    assert_close(jl, tl, atol=FWD_ATOL, name=f"{model} training loss")
+    assert_tree_close(jg, tg, rtol=GRAD_RTOL, name=f"{model} gradients")
+    # the training-mode forward updated BatchNorm statistics identically on both sides
+    assert_tree_close(jt.state_numpy(), tt.state_numpy(), rtol=GRAD_RTOL, name=f"{model} state after forward")
+
+
+@pytest.mark.parametrize("model", TRAINABLE)
+def test_one_optimizer_step(model):
+    jt, tt = twins(model)
+    X, Y = batch(jt.config, n=64)
+    for t in (jt, tt):
+        t.set_train_data(X, Y)
+    idx = None if jt.train_cfg.batch_size == 0 else data.batch_indices(np.random.default_rng(0), len(X), 1, B)
+    before = jt.state_numpy()
+    lj, lt = jt.train_steps(idx, 1), tt.train_steps(idx, 1)
+    assert_close(lj, lt, atol=FWD_ATOL, name=f"{model} step loss")
+    after_j, after_t = jt.state_numpy(), tt.state_numpy()
+    assert_tree_close(after_j, after_t, rtol=GRAD_RTOL, name=f"{model} after one {jt.train_cfg.optimizer} step")
+    moved = [k for k in before if not np.allclose(before[k], after_j[k])]
+    assert moved, "the optimiser step changed nothing"
+
+
+@pytest.mark.parametrize("model", BN_MODELS)
+def test_batchnorm_running_stats_after_training(model):
+    """Ten SGD steps at the preset's lr: parameters and running mean/var stay identical."""
+    jt, tt = twins(model)
+    X, Y = batch(jt.config, n=256)
+    for t in (jt, tt):
+        t.set_train_data(X, Y)
+    idx = data.batch_indices(np.random.default_rng(0), len(X), 10, B)
+    jt.train_steps(idx)
+    tt.train_steps(idx)
+    js, ts = jt.state_numpy(), tt.state_numpy()
+    stats = [k for k in js if "running" in k]
+    assert stats, f"{model} has no running statistics"
+    assert_tree_close({k: js[k] for k in stats}, {k: ts[k] for k in stats}, rtol=GRAD_RTOL, name=f"{model} running stats")
+    assert_tree_close(js, ts, rtol=GRAD_RTOL, name=f"{model} after 10 steps")
+    init = jtrain.build_model(jt.config)  # the statistics really moved away from their initial values
+    assert not np.allclose(js[stats[0]], jlayers.state_numpy(init)[stats[0]])
+    assert_close(jt.loss(X, Y), tt.loss(X, Y), atol=FWD_ATOL, name=f"{model} eval loss after training")
+
+
+def test_bigram_counts():
+    mcfg, tcfg = tiny("bigram")
+    jt, tt = jtrain.Trainer(mcfg, tcfg), ttrain.Trainer(mcfg, tcfg)
+    X, Y = batch(mcfg, n=200)
+    jt.fit_counts(X, Y)
+    tt.fit_counts(X, Y)
+    assert_tree_close(jt.state_numpy(), tt.state_numpy(), atol=0.0, name="counts")
+    assert jt.state_numpy()["counts"].sum() == 200
+    assert_close(jt.loss(X, Y), tt.loss(X, Y), atol=FWD_ATOL, name="count model NLL")
+
+
+# ---- lecture 4: the hand-written backward pass ----------------------------------------------------
+def backprop_case():
+    """Lecture 4's sizes: ctx 3, emb 10, hidden 64, batch 32, with its (non-zero) init."""
+    mcfg = C.ModelConfig("backprop", block_size=3, n_embd=10, n_hidden=64)
+    X, Y = batch(mcfg, n=32, seed=3)
+    seed_all(0)
+    tm = ttrain.build_model(mcfg)
+    jm = jtrain.build_model(mcfg)
+    jlayers.load_numpy(jm, tlayers.state_numpy(tm))
+    return mcfg, X, Y, jm, tm
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_handwritten_backward_equals_autodiff_torch(fused):
+    _, X, Y, _, tm = backprop_case()
+    x, y = torch.as_tensor(X).long(), torch.as_tensor(Y).long()
+    v = tm.forward_pass(x, y)
+    for t in v.values():
+        t.retain_grad()
+    v["loss"].backward()
+    d = tm.backward(x, y, {k: t.detach() for k, t in v.items()}, fused=fused)
+    auto = {**{k: t.grad for k, t in v.items() if t.grad is not None}, **dict((k, p.grad) for k, p in tm.named_parameters())}
+    checked = sorted(set(d) & set(auto))
+    assert len(checked) >= (14 if fused else 27), checked
+    for k in checked:
+        assert_close(d[k], auto[k], atol=1e-6, name=f"torch d{k}")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_handwritten_backward_equals_autodiff_jax(fused):
+    _, X, Y, jm, _ = backprop_case()
+    x, y = jnp.asarray(X), jnp.asarray(Y)
+    v = jm.forward_pass(x, y)
+    d = jm.backward(x, y, v, fused=fused)
+    _, auto = jax_loss_and_grads(jm, X, Y)
+    for k in auto:
+        assert_close(d[k], auto[k], atol=1e-6, name=f"jax d{k}")
+    # intermediates: autodiff of the loss with respect to the logits and the BatchNorm input
+    names = ["logits", "h", "hpreact", "hprebn", "embcat"]
+    g = jax.grad(lambda z: _loss_from(jm, v, z, y))(v["logits"])
+    assert_close(d["logits"], g, atol=1e-6, name="jax dlogits")
+    assert all(k in d for k in names)
+
+
+def _loss_from(jm, v, logits, y):
+    n = logits.shape[0]
+    return -jax.nn.log_softmax(logits, 1)[jnp.arange(n), y].mean()
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_handwritten_backward_twins(fused):
+    """Every intermediate gradient is the same in both frameworks."""
+    _, X, Y, jm, tm = backprop_case()
+    x, y = torch.as_tensor(X).long(), torch.as_tensor(Y).long()
+    with torch.no_grad():
+        dt = tm.backward(x, y, tm.forward_pass(x, y), fused=fused)
+    dj = jm.backward(jnp.asarray(X), jnp.asarray(Y), jm.forward_pass(jnp.asarray(X), jnp.asarray(Y)), fused=fused)
+    assert sorted(dj) == sorted(dt)
+    assert_tree_close({k: np.asarray(v) for k, v in dj.items()}, {k: v.numpy() for k, v in dt.items()},
+                      atol=1e-6, name="hand-written gradients")
