@@ -111,7 +111,14 @@ def from_hf(hf: dict[str, np.ndarray], config: GPTConfig, source: str = "checkpo
         if _HF_BUFFERS.match(k):
             continue
         if k == "lm_head.weight" and config.tie_embeddings:
-            continue  # tied: the same matrix as wte (safetensors files usually omit it anyway)
+            # Tied: the same matrix as wte (safetensors files usually omit it). Dropping it is only
+            # lossless if it really is wte's copy.
+            wte = hf.get("transformer.wte.weight", hf.get("wte.weight"))
+            if wte is not None and not np.array_equal(np.asarray(w), np.asarray(wte)):
+                raise ValueError(f"{source}: lm_head.weight differs from wte.weight, but the config ties them "
+                                 "(tie_word_embeddings true); set tie_word_embeddings to false in config.json "
+                                 "to load the separate head")
+            continue
         name = k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"  # bare GPT2Model keys
         w = np.asarray(w, dtype=np.float32)
         if _CONV1D.match(name):

@@ -102,6 +102,7 @@ def jax_train_steps(jm: Any, optim_cfg: Any, batches: list[tuple[np.ndarray, np.
 
     Returns {"losses", "grad_norms" (pre-clip), "lrs"} as float lists and "states", the parameters
     after each step as {torch name: numpy array in torch layout}. `jm` itself is not modified.
+    The two frameworks' dropout masks cannot match, so compare trajectories with dropout 0.
     """
     import jax
     import optax

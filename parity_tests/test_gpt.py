@@ -5,6 +5,9 @@ noise added to every parameter so zero biases and unit gains cannot hide a bug. 
 GPT-2 style ("tiny"), the poetry style ("tiny-untied": ReLU, untied head with a bias) and a
 padded vocabulary (99 real ids in 128 rows). Tolerances are the suite's (helpers.FWD_ATOL,
 helpers.GRAD_RTOL); the optimizer step and the training trajectory are in test_optimizer.py.
+Generation: greedy tokens across twins and cache modes; seeded sampling (temperature, top-k,
+top-p) cached == uncached past block_size, seed reproducibility, the sampling rule's
+distribution in both twins, stop_token, and padded ids never sampled.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from torchref.makemore import layers as tlayers
 from torchref.makemore import train as ttrain
 
 TRAINABLE = [m for m in C.MODELS if m != "bigram"]
-BN_MODELS = ["bn-mlp", "bn-mlp-deep", "backprop", "wavenet"]
+BN_MODELS = ("bn-mlp", "bn-mlp-deep", "backprop", "wavenet")
 B = 16  # batch
 
 
@@ -40,7 +40,7 @@ def tiny(model: str) -> tuple[C.ModelConfig, C.TrainConfig]:
         mcfg = dataclasses.replace(p.model, block_size=block, n_embd=5, n_hidden=12,
                                    n_layer=min(p.model.n_layer, 3), bn_momentum=0.1)
     else:
-        mcfg = dataclasses.replace(p.model, block_size=7, n_embd=8, n_hidden=12, n_layer=2, n_head=2)
+        mcfg = dataclasses.replace(p.model, block_size=9, n_embd=8, n_hidden=12, n_layer=2, n_head=2)
     return mcfg, dataclasses.replace(p.train, batch_size=B if p.train.batch_size else 0)
 
 
@@ -75,22 +75,17 @@ def torch_loss_and_grads(model, x, y):
     model.zero_grad(set_to_none=True)
     loss = model.loss(torch.as_tensor(x).long(), torch.as_tensor(y).long())
     loss.backward()
-    return float(loss), {k: p.grad.numpy() for k, p in model.named_parameters()}
-
-
-@pytest.mark.parametrize("model", C.MODELS)
-def test_same_weights_same_names_and_param_count(model):
-    mcfg, tcfg = tiny(model)
-    jt, tt = jtrain.Trainer(mcfg, tcfg), ttrain.Trainer(mcfg, tcfg)
-    js, ts = jt.state_numpy(), tt.state_numpy()
-    assert sorted(js) == sorted(ts)
-    assert {k: v.shape for k, v in js.items()} == {k: v.shape for k, v in ts.items()}
-    assert jt.num_params() == tt.num_params()
+    return float(loss.detach()), {k: p.grad.numpy() for k, p in model.named_parameters()}
 
 
 @pytest.mark.parametrize("model", TRAINABLE)
-def test_logits_loss_and_gradients(model):
+def test_twin_parity(model):
+    """One pair of twins per model (building JAX models is the slow part): names, forward, loss,
+    gradients, one optimiser step and, for BatchNorm models, the running statistics after training."""
     jt, tt = twins(model)
+    js, ts = jt.state_numpy(), tt.state_numpy()
+    assert {k: v.shape for k, v in js.items()} == {k: v.shape for k, v in ts.items()}
+    assert jt.num_params() == tt.num_params()
     x, y = batch(jt.config)
     # eval mode (running statistics) first: the training-mode pass below updates them
     assert_close(jt.logits(x), tt.logits(x), atol=FWD_ATOL, name=f"{model} eval logits")
@@ -100,45 +95,37 @@ def test_logits_loss_and_gradients(model):
     jl, jg = jax_loss_and_grads(jt.model, x, y)
     tl, tg = torch_loss_and_grads(tt.model, x, y)
     assert_close(jl, tl, atol=FWD_ATOL, name=f"{model} training loss")
+    if model == "backprop":  # BatchNorm cancels b1: its true gradient is 0, both sides give ~1e-9 noise
+        assert_close(jg.pop("b1"), tg.pop("b1"), atol=1e-6, name="backprop b1 gradient")
     assert_tree_close(jg, tg, rtol=GRAD_RTOL, name=f"{model} gradients")
     # the training-mode forward updated BatchNorm statistics identically on both sides
     assert_tree_close(jt.state_numpy(), tt.state_numpy(), rtol=GRAD_RTOL, name=f"{model} state after forward")
 
-
-@pytest.mark.parametrize("model", TRAINABLE)
-def test_one_optimizer_step(model):
-    jt, tt = twins(model)
-    X, Y = batch(jt.config, n=64)
+    # one optimiser step (SGD or AdamW, the preset's) through the Trainers
+    X, Y = batch(jt.config, n=B)  # the shapes of x, y: no new compilation for the eval below
     for t in (jt, tt):
         t.set_train_data(X, Y)
-    idx = None if jt.train_cfg.batch_size == 0 else data.batch_indices(np.random.default_rng(0), len(X), 1, B)
+    full = jt.train_cfg.batch_size == 0
+    idx = None if full else data.batch_indices(np.random.default_rng(0), len(X), 10, B)
     before = jt.state_numpy()
-    lj, lt = jt.train_steps(idx, 1), tt.train_steps(idx, 1)
+    lj = jt.train_steps(None if full else idx[:1], 1)
+    lt = tt.train_steps(None if full else idx[:1], 1)
     assert_close(lj, lt, atol=FWD_ATOL, name=f"{model} step loss")
-    after_j, after_t = jt.state_numpy(), tt.state_numpy()
-    assert_tree_close(after_j, after_t, rtol=GRAD_RTOL, name=f"{model} after one {jt.train_cfg.optimizer} step")
-    moved = [k for k in before if not np.allclose(before[k], after_j[k])]
-    assert moved, "the optimiser step changed nothing"
+    after_j = jt.state_numpy()
+    assert_tree_close(after_j, tt.state_numpy(), rtol=GRAD_RTOL, name=f"{model} after one {jt.train_cfg.optimizer} step")
+    assert [k for k in before if not np.allclose(before[k], after_j[k])], "the optimiser step changed nothing"
 
-
-@pytest.mark.parametrize("model", BN_MODELS)
-def test_batchnorm_running_stats_after_training(model):
-    """Ten SGD steps at the preset's lr: parameters and running mean/var stay identical."""
-    jt, tt = twins(model)
-    X, Y = batch(jt.config, n=256)
-    for t in (jt, tt):
-        t.set_train_data(X, Y)
-    idx = data.batch_indices(np.random.default_rng(0), len(X), 10, B)
-    jt.train_steps(idx)
-    tt.train_steps(idx)
-    js, ts = jt.state_numpy(), tt.state_numpy()
-    stats = [k for k in js if "running" in k]
-    assert stats, f"{model} has no running statistics"
-    assert_tree_close({k: js[k] for k in stats}, {k: ts[k] for k in stats}, rtol=GRAD_RTOL, name=f"{model} running stats")
-    assert_tree_close(js, ts, rtol=GRAD_RTOL, name=f"{model} after 10 steps")
-    init = jtrain.build_model(jt.config)  # the statistics really moved away from their initial values
-    assert not np.allclose(js[stats[0]], jlayers.state_numpy(init)[stats[0]])
-    assert_close(jt.loss(X, Y), tt.loss(X, Y), atol=FWD_ATOL, name=f"{model} eval loss after training")
+    if model in BN_MODELS:  # nine more SGD steps: running mean/var stay identical
+        for i in range(1, 10):  # one step per call: the compiled 1-step function is reused
+            jt.train_steps(idx[i: i + 1])
+            tt.train_steps(idx[i: i + 1])
+        js, ts = jt.state_numpy(), tt.state_numpy()
+        stats = [k for k in js if "running" in k]
+        assert stats and not np.allclose(js[stats[0]], before[stats[0]])
+        assert_tree_close({k: js[k] for k in stats}, {k: ts[k] for k in stats}, rtol=GRAD_RTOL,
+                          name=f"{model} running stats after 10 steps")
+        assert_tree_close(js, ts, rtol=GRAD_RTOL, name=f"{model} after 10 steps")
+        assert_close(jt.loss(X, Y), tt.loss(X, Y), atol=FWD_ATOL, name=f"{model} eval loss after training")
 
 
 def test_bigram_counts():

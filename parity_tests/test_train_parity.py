@@ -10,6 +10,8 @@ import dataclasses
 
 import jax
 import numpy as np
+import pytest
+import torch
 
 from jaxgpt.config import get_preset
 from jaxgpt.train.config import OptimConfig
@@ -21,7 +23,16 @@ CFG = dataclasses.replace(get_preset("tiny"), padded_vocab_size=128)
 OPT = OptimConfig(lr=3e-3, warmup_steps=5, max_steps=20, grad_clip=1.0)
 
 
-def test_jax_and_torch_recipes_give_the_same_20_step_trajectory():
+@pytest.fixture
+def one_torch_thread():
+    # Tiny matmuls: one thread is as fast, and immune to OpenMP oversubscription on a shared CPU.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_jax_and_torch_recipes_give_the_same_20_step_trajectory(one_torch_thread):
     rng = np.random.default_rng(0)
     data = []
     for _ in range(20):

@@ -29,6 +29,7 @@ import argparse
 import csv
 import math
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -112,7 +113,7 @@ COLUMNS = ["step", "loss_jax", "loss_torch", "abs_diff", "rel_diff", "grad_norm_
            "time_jax_s", "time_torch_s"]
 
 
-def plot(rows: list[dict], path: Path, title: str) -> None:
+def plot(rows: list[dict], path: Path, title: str, rtol: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
@@ -124,10 +125,13 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax[0].plot(step, [r["loss_torch"] for r in rows], "--", label="PyTorch")
     ax[0].set_ylabel("train loss (nats/token)")
     ax[0].legend()
-    ax[0].set_title(title, fontsize=9)
-    # A zero difference cannot sit on a log axis: draw it at the smallest positive float32 gap.
-    ax[1].semilogy(step, [max(r["abs_diff"], 1e-9) for r in rows], color="C3")
-    ax[1].set_ylabel("|loss_jax - loss_torch|")
+    ax[0].set_title("\n".join(textwrap.wrap(title, 95)), fontsize=8)
+    # An exact zero cannot sit on a log axis: draw it at 1e-9, below any fp32 gap between losses near 1.
+    ax[1].semilogy(step, [max(r["abs_diff"], 1e-9) for r in rows], color="C3", label="|loss_jax - loss_torch|")
+    ax[1].semilogy(step, [rtol * max(r["loss_jax"], r["loss_torch"]) for r in rows], "k--", lw=1,
+                   label=f"allowed: rtol {rtol:g} x loss")
+    ax[1].set_ylabel("abs difference (nats/token)")
+    ax[1].legend(loc="center right", fontsize=8)
     ax[2].plot(step[1:], [1e3 * r["time_jax_s"] for r in rows[1:]], label="JAX")
     ax[2].plot(step[1:], [1e3 * r["time_torch_s"] for r in rows[1:]], label="PyTorch")
     ax[2].set_ylabel("step time (ms)")
@@ -177,7 +181,7 @@ def compare(args: argparse.Namespace, overrides: list[str]) -> dict:
             print(f"interrupted after {len(rows)} steps; writing what was measured")
     if not rows:
         raise ValueError("no step finished; nothing to compare")
-    plot(rows, out / "compare.png", pair.description)
+    plot(rows, out / "compare.png", pair.description, args.rtol)
     wj, wt = pair.jax.state_numpy(), pair.torch.state_numpy()
     # Per tensor: max |diff| / max |value|. Expect the largest on parameters whose gradient is zero in
     # exact arithmetic (the key bias of attention: softmax ignores a per-query constant): AdamW divides

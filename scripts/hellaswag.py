@@ -183,7 +183,8 @@ def write_json(path: Path, record: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="Hugging Face GPT-2 dir, or a training run dir whose export/ is one")
+    src.add_argument("--checkpoint", help="a Hugging Face GPT-2 dir; a training run dir (its final export RUN/hf, "
+                     "else its newest complete checkpoint); or one RUN/checkpoints/step_* dir")
     src.add_argument("--hf-dir", help="Hugging Face GPT-2 dir (config.json + model.safetensors)")
     ap.add_argument("--framework", choices=["jax", "torch"], required=True)
     ap.add_argument("--data", help="local file in the hellaswag_val.jsonl schema (default: download the official val set)")

@@ -139,7 +139,7 @@ def torch_runtime(cfg: TrainConfig, model_cfg: GPTConfig, optim: OptimConfig, ar
 
     name = torch.cuda.get_device_name(info.device) if info.device.type == "cuda" else "cpu"
     rt = Runtime(trainer, info.rank, info.world_size, info.world_size, name, barrier, float, hellaswag,
-                 sampler(trainer, cfg, model_cfg))
+                 sampler(trainer, cfg, model_cfg), async_dispatch=info.device.type == "cuda")
     return rt, accum, train, val
 
 

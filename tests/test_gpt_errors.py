@@ -201,6 +201,18 @@ def test_config_json_not_json(good_dir, tmp_path):
         load_hf_dir(path)
 
 
+def test_tied_config_with_a_different_head_is_refused(good_dir, tmp_path):
+    """Dropping lm_head.weight for a tied config is lossless only if it equals wte: else refuse."""
+    def edit(w):
+        w["lm_head.weight"] = w["transformer.wte.weight"] + 1.0
+    path = corrupt(good_dir, tmp_path / "ckpt", weights=edit)
+    with pytest.raises(ValueError, match=r"lm_head\.weight differs from wte\.weight, but the config ties them.*"
+                                         r"set tie_word_embeddings to false"):
+        load_hf_dir(path)
+    copy = corrupt(good_dir, tmp_path / "copy", weights=lambda w: w.update({"lm_head.weight": w["transformer.wte.weight"]}))
+    assert load_hf_dir(copy)[0] == TINY  # an identical copy of wte is fine (transformers may write one)
+
+
 def test_checkpoint_with_hf_buffers_and_fp16_loads(good_dir, tmp_path):
     """What real HF files hold and is fine: attention-mask buffers (skipped by name), fp16 tensors (cast)."""
     def edit(w):

@@ -132,7 +132,7 @@ def test_given_tokenizer_must_match_vocab(corpus):
 # ---- training: resume, config checks ---------------------------------------------------------------
 
 # batch 8: the JAX trainer splits the rows over the 8 simulated devices of the test set-up (conftest.py)
-TINY = ["--n_layer=1", "--n_embd=16", "--n_head=2", "--block_size=16", "--vocab_size=300", "--dropout=0.0",
+TINY = ["--n_layer=1", "--n_embd=16", "--n_head=2", "--block_size=16", "--vocab_size=300", "--dropout=0.1",
         "--batch_size=8", "--max_steps=6", "--warmup_steps=2", "--eval_interval=3", "--eval_iters=1",
         "--final_eval_iters=1", "--log_interval=4", "--sample_interval=0", "--final_sample_tokens=6"]
 

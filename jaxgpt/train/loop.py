@@ -107,6 +107,9 @@ class Runtime:
     fetch: Callable[[Any], float]  # device scalar -> float (waits)
     hellaswag: Callable[[], float] | None = None  # -> acc_norm
     sample: Callable[[], list[str]] | None = None  # -> decoded samples
+    # True when dispatch returns before the step is computed (JAX; torch on GPU): the loop then fetches
+    # step n-1's metrics after dispatching step n. False (torch on CPU): each step is logged at once.
+    async_dispatch: bool = True
     log: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
 
 
@@ -224,8 +227,12 @@ def run(cfg: TrainConfig, model_cfg: GPTConfig, optim: OptimConfig, rt: Runtime,
             if pending is None:  # nothing in flight (start, or after an eval): time this step alone
                 t_last = time.perf_counter()
             loss_a, norm_a = trainer.dispatch(x, y)
-            flush()  # the previous step's metrics, fetched while this one runs
-            pending = (step, loss_a, norm_a)
+            if rt.async_dispatch:
+                flush()  # the previous step's metrics, fetched while this one runs
+                pending = (step, loss_a, norm_a)
+            else:  # dispatch already computed the step (torch on CPU): log it now, so dt is its own
+                pending = (step, loss_a, norm_a)
+                flush()
             if stop["signal"] is not None:
                 flush()
                 checkpoint(step + 1)
