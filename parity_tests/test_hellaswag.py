@@ -1,4 +1,5 @@
-"""HellaSwag agreement: JAX vs torch on the same weights, and ours vs transformers' own forward pass.
+"""HellaSwag agreement: JAX vs torch on the same weights, ours vs transformers' own forward pass,
+and the JAX scorer sharded over 8 simulated devices vs one device.
 
 Both run on the real 200-item sample with the real GPT-2 tokenizer. Most checks use a compact
 vocabulary: the ids the sample's text uses, renumbered 0..n-1 (`CompactGPT2`). Scoring only
@@ -32,6 +33,19 @@ from torchref.eval import hellaswag as ths
 from torchref.gpt import GPT as TorchGPT
 
 transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models on the shared 2-core machine: with 2 intra-op threads, torch's forward passes
+    ran up to 20x slower than with 1 while other jobs held the cores (threads wait on preempted
+    siblings); one thread gives the same numbers without that cliff."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 class CompactGPT2:

@@ -111,8 +111,16 @@ def test_twin_parity(model):
     lj = jt.train_steps(None if full else idx[:1], 1)
     lt = tt.train_steps(None if full else idx[:1], 1)
     assert_close(lj, lt, atol=FWD_ATOL, name=f"{model} step loss")
-    after_j = jt.state_numpy()
-    assert_tree_close(after_j, tt.state_numpy(), rtol=GRAD_RTOL, name=f"{model} after one {jt.train_cfg.optimizer} step")
+    after_j, after_t = jt.state_numpy(), tt.state_numpy()
+    if model == "transformer":
+        # The key bias adds q_i . b to every score of row i: softmax ignores it, so its true gradient
+        # is 0 and both sides hold ~1e-9 noise, which AdamW's first step scales to +-lr. Compare the
+        # query and value thirds; the gradient test above already matched the key bias's (zero) gradient.
+        C3 = after_j["h.0.attn.c_attn.bias"].shape[0] // 3
+        for i in range(jt.config.n_layer):
+            k = f"h.{i}.attn.c_attn.bias"
+            after_j[k], after_t[k] = (np.delete(a[k], np.s_[C3: 2 * C3]) for a in (after_j, after_t))
+    assert_tree_close(after_j, after_t, rtol=GRAD_RTOL, name=f"{model} after one {jt.train_cfg.optimizer} step")
     assert [k for k in before if not np.allclose(before[k], after_j[k])], "the optimiser step changed nothing"
 
     if model in BN_MODELS:  # nine more SGD steps: running mean/var stay identical

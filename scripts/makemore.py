@@ -265,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"unknown model or framework {bad}; models: {', '.join(MODELS)}; frameworks: jax, torch")
         elif not args.model:
             raise UsageError("give --model (one of " + ", ".join(MODELS) + "), --load CHECKPOINT or --ladder")
+        for m in (models if args.ladder else [args.model]):  # bad sizes fail before any data is fetched
+            if args.context is not None and meta_in is None:
+                replace(get_preset(m).model, block_size=args.context)
         words, desc = load_data(args)
         if "torch" in (args.frameworks.split(",") if args.ladder else [args.framework]) and args.threads:
             import torch

@@ -24,6 +24,19 @@ from jaxgpt.config import GPTConfig
 SCRIPT = ROOT / "scripts" / "hellaswag.py"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models on the shared 2-core machine: with 2 intra-op threads, torch's forward passes
+    ran up to 20x slower than with 1 while other jobs held the cores (threads wait on preempted
+    siblings); one thread gives the same numbers without that cliff."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def sample() -> Path:
     return data_file("hellaswag_val_sample.jsonl")
@@ -160,7 +173,9 @@ if framework == "jax":
     assert jax.device_count() == 8 and jax.local_device_count() == 4
     r = ev.evaluate_hellaswag(GPT.from_hf(model_dir), examples, batch_size=4, mesh=ev.make_data_mesh(), enc=ModEnc())
 else:
+    import torch
     import torch.distributed as dist
+    torch.set_num_threads(1)  # 2 ranks on 2 cores
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     from torchref.eval import hellaswag as ev
     from torchref.gpt import GPT

@@ -128,6 +128,8 @@ def split_words(words: list[str], scheme: str = "lecture", seed: int = 42) -> tu
     has no validation set and reports its test loss, so val is the test set there.
     """
     words = list(words)
+    if len(words) < 10:
+        raise DataError(f"{len(words)} words are too few to split into train/val/test; give at least 10")
     if scheme == "lecture":
         random.seed(seed)
         random.shuffle(words)
