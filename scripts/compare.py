@@ -84,9 +84,44 @@ def build_gpt_pair(args: argparse.Namespace, overrides: list[str]) -> Pair:
     return Pair(jax_side, torch_side, loader.next_batch, desc)
 
 
+def build_makemore_pair(args: argparse.Namespace, overrides: list[str]) -> Pair:
+    """A makemore model (scripts/makemore.py's recipe and split): names.txt unless --data is a file."""
+    from jaxgpt.makemore import data
+    from jaxgpt.makemore.config import get_preset
+    from jaxgpt.makemore.train import Trainer as JaxTrainer
+    from torchref.makemore.train import Trainer as TorchTrainer
+
+    if overrides:
+        raise ValueError(f"makemore models take no --key=value overrides, got {overrides}")
+    p = get_preset(args.preset)
+    words, desc = (data.read_words(args.data), args.data) if Path(args.data).is_file() else data.default_words()
+    train_words = data.split_words(words, p.train.split)[0]
+    mcfg = p.model if p.model.is_window else replace(p.model, block_size=max(map(len, words)) + 1)
+    X, Y = (data.build_windows if mcfg.is_window else data.build_sequences)(train_words, mcfg.block_size)
+    torch_side = TorchTrainer(mcfg, p.train)
+    jax_side = JaxTrainer(mcfg, p.train)
+    jax_side.load_numpy(torch_side.state_numpy())
+    rng = np.random.default_rng(0)
+    batch = p.train.batch_size or len(X)
+
+    def next_batch() -> tuple[np.ndarray, np.ndarray]:
+        ix = data.batch_indices(rng, len(X), 1, batch)[0]
+        return X[ix], Y[ix]
+
+    return Pair(jax_side, torch_side, next_batch, f"makemore {args.preset}: {torch_side.num_params():,} params, "
+                f"{p.train.optimizer} lr {p.train.lr}, batch {batch}; {desc}")
+
+
+def _makemore_models():
+    from jaxgpt.makemore.config import MODELS
+
+    return [m for m in MODELS if m != "bigram"]  # the count model has no training steps
+
+
 # family name -> (its preset names, the builder of a Pair). Makemore models register here too.
 FAMILIES: dict[str, tuple[Callable[[], Any], Callable[[argparse.Namespace, list[str]], Pair]]] = {
     "gpt": (lambda: PRESETS.keys(), build_gpt_pair),
+    "makemore": (_makemore_models, build_makemore_pair),
 }
 
 

@@ -106,7 +106,7 @@ def run_one(model: str, framework: str, words: list[str], data_desc: str, args, 
     trainer = make_trainer(framework, mcfg, tcfg, args.seed)
     if weights_in is not None:
         trainer.load_numpy(weights_in)
-        trainer.step = int(meta_in["step"])
+        trainer.step_count = int(meta_in["step"])
     print(f"[{framework}] {model}: {trainer.num_params():,} parameters, {len(Xtr):,} training examples "
           f"({tcfg.split} split), {tcfg.steps:,} steps, {tcfg.optimizer}", file=sys.stderr)
 
@@ -115,18 +115,18 @@ def run_one(model: str, framework: str, words: list[str], data_desc: str, args, 
     if model == "bigram":
         if weights_in is None:
             trainer.fit_counts(Xtr, Ytr)
-    elif trainer.step < tcfg.steps:
+    elif trainer.step_count < tcfg.steps:
         from tqdm import tqdm
 
         trainer.set_train_data(Xtr, Ytr)
         chunk = 1000 if framework == "jax" else 100  # steps per compiled call / per progress update
         every = tcfg.eval_every or tcfg.steps
         first = True
-        bar = tqdm(total=tcfg.steps, initial=trainer.step, desc=f"{framework} {model}", unit="step",
+        bar = tqdm(total=tcfg.steps, initial=trainer.step_count, desc=f"{framework} {model}", unit="step",
                    dynamic_ncols=True, file=sys.stderr)
         try:
-            while trainer.step < tcfg.steps:
-                s = trainer.step
+            while trainer.step_count < tcfg.steps:
+                s = trainer.step_count
                 k = min(chunk, tcfg.steps - s, every - s % every)
                 # Batches are drawn from (seed, step): a resumed run sees the batches it would have seen.
                 idx = (None if tcfg.batch_size == 0 else
@@ -139,27 +139,27 @@ def run_one(model: str, framework: str, words: list[str], data_desc: str, args, 
                 first = False
                 bar.update(k)
                 post = {"loss": f"{loss:.4f}", "lr": f"{lr_at(s, tcfg):g}"}
-                if trainer.step % every == 0 or trainer.step == tcfg.steps:
-                    history.append((trainer.step, trainer.loss(Xva, Yva)))
+                if trainer.step_count % every == 0 or trainer.step_count == tcfg.steps:
+                    history.append((trainer.step_count, trainer.loss(Xva, Yva)))
                     post["val"] = f"{history[-1][1]:.4f}"
                 bar.set_postfix(post)
         except KeyboardInterrupt:
             interrupted = True
-            print(f"\ninterrupted at step {trainer.step}: evaluating and saving what there is "
+            print(f"\ninterrupted at step {trainer.step_count}: evaluating and saving what there is "
                   f"(--load the saved file to continue)", file=sys.stderr)
         finally:
             bar.close()
 
-    res = {"model": model, "framework": framework, "params": trainer.num_params(), "step": trainer.step,
+    res = {"model": model, "framework": framework, "params": trainer.num_params(), "step": trainer.step_count,
            "train": trainer.loss(Xtr, Ytr), "val": trainer.loss(Xva, Yva), "test": trainer.loss(Xte, Yte),
            "s_per_1k": 1000 * train_time / timed_steps if timed_steps else None, "history": history,
            "split": tcfg.split, "target": preset.target, "target_split": preset.target_split,
            "interrupted": interrupted}
     if args.save and not args.ladder:
-        meta = {"format": FORMAT, "model": mcfg.to_dict(), "step": trainer.step, "framework": framework,
+        meta = {"format": FORMAT, "model": mcfg.to_dict(), "step": trainer.step_count, "framework": framework,
                 "data": data_desc, "val": res["val"]}
         save_checkpoint(Path(args.save), trainer.state_numpy(), meta)
-        print(f"saved {model} (step {trainer.step}) to {args.save}", file=sys.stderr)
+        print(f"saved {model} (step {trainer.step_count}) to {args.save}", file=sys.stderr)
     if args.samples:
         train_set = set(train_w)
         rng = np.random.default_rng(args.seed)

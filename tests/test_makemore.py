@@ -31,6 +31,14 @@ def names_path() -> Path:
     return data_file("names.txt")
 
 
+@pytest.fixture(scope="module")
+def few_names(names_path, tmp_path_factory) -> Path:
+    """Every 8th name of names.txt (4,005): real data, but evaluation of whole splits stays cheap."""
+    p = tmp_path_factory.mktemp("names") / "names_subset.txt"
+    p.write_text("\n".join(names_path.read_text().splitlines()[::8]))
+    return p
+
+
 # ---- data -------------------------------------------------------------------------------------
 def test_vocabulary_and_windows():
     assert len(data.CHARS) == 27 and data.STOI["."] == 0 and data.STOI["z"] == 26
@@ -95,11 +103,11 @@ def test_config_errors():
 
 
 def test_wavenet_has_the_lectures_parameter_count():
-    from jaxgpt.makemore.train import Trainer as JT
-    from torchref.makemore.train import Trainer as TT
+    # torch side only: building the JAX model eagerly is slow, and the parity suite already checks
+    # that both sides hold the same names and shapes for every model.
+    from torchref.makemore.train import build_model
 
-    p = get_preset("wavenet")
-    assert JT(p.model, p.train).num_params() == TT(p.model, p.train).num_params() == 76579
+    assert sum(x.numel() for x in build_model(get_preset("wavenet").model).parameters()) == 76579
 
 
 # ---- CLI: bad inputs exit non-zero with one clear line ------------------------------------------
@@ -141,45 +149,45 @@ def final_losses(out: str) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("model, framework, steps, below", [
-    ("mlp", "jax", 2000, 2.45),
-    ("backprop", "torch", 600, 2.6),
-    ("wavenet", "jax", 1000, 2.5),
-    ("transformer", "torch", 200, 2.7),
+    ("mlp", "jax", 1000, 2.6),
+    ("backprop", "torch", 500, 2.7),
+    ("wavenet", "jax", 1000, 2.7),
+    ("transformer", "torch", 100, 2.8),
 ])
-def test_short_schedule_learns(capsys, names_path, model, framework, steps, below):
+def test_short_schedule_learns(capsys, few_names, model, framework, steps, below):
     rc, out, _ = run_cli(capsys, "--model", model, "--framework", framework, "--steps", steps,
-                         "--data", names_path, "--samples", 3)
+                         "--data", few_names, "--samples", 3)
     assert rc == 0
     losses = final_losses(out)
     assert losses["val"] < below < LN27, losses
     assert "samples (* = new" in out
 
 
-def test_save_load_round_trip_across_frameworks(capsys, tmp_path, names_path):
+def test_save_load_round_trip_across_frameworks(capsys, tmp_path, few_names):
     ckpt = tmp_path / "bn.npz"
-    rc, out, _ = run_cli(capsys, "--model", "bn-mlp", "--steps", 300, "--data", names_path, "--samples", 0,
+    rc, out, _ = run_cli(capsys, "--model", "bn-mlp", "--steps", 300, "--data", few_names, "--samples", 0,
                          "--save", ckpt)
     assert rc == 0 and ckpt.is_file()
     trained = final_losses(out)
     for fw in ("jax", "torch"):  # --steps 300 again: nothing left to train, only evaluate
-        rc, out, _ = run_cli(capsys, "--load", ckpt, "--framework", fw, "--steps", 300, "--data", names_path,
+        rc, out, _ = run_cli(capsys, "--load", ckpt, "--framework", fw, "--steps", 300, "--data", few_names,
                              "--samples", 2)
         assert rc == 0
         again = final_losses(out)
         assert all(abs(again[k] - trained[k]) < 1e-4 for k in trained), (fw, again, trained)
-    rc, out, err = run_cli(capsys, "--load", ckpt, "--model", "wavenet", "--data", names_path)
+    rc, out, err = run_cli(capsys, "--load", ckpt, "--model", "wavenet", "--data", few_names)
     assert rc == 2 and "holds a 'bn-mlp' model, not 'wavenet'" in err
 
 
-def test_ladder_writes_table_and_plot(capsys, tmp_path, names_path):
+def test_ladder_writes_table_and_plot(capsys, tmp_path, few_names):
     rc, out, _ = run_cli(capsys, "--ladder", "--models", "bigram,bigram-nn", "--frameworks", "jax,torch",
-                         "--steps", 20, "--data", names_path, "--samples", 0, "--out", tmp_path)
+                         "--steps", 20, "--data", few_names, "--samples", 0, "--out", tmp_path)
     assert rc == 0
     assert "| bigram | jax | 729 |" in out and "| bigram-nn | torch | 729 |" in out
     assert (tmp_path / "ladder.png").stat().st_size > 10_000
     rows = json.loads((tmp_path / "ladder.json").read_text())
     assert [r["model"] for r in rows] == ["bigram", "bigram", "bigram-nn", "bigram-nn"]
-    assert rows[0]["val"] == pytest.approx(rows[1]["val"], abs=1e-5) and rows[0]["val"] < 2.5
+    assert rows[0]["val"] == pytest.approx(rows[1]["val"], abs=1e-5) and rows[0]["val"] < 2.7
 
 
 def test_cli_subprocess_exit_code(tmp_path):

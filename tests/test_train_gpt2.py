@@ -29,7 +29,7 @@ CFG = get_preset("tiny")  # block 16, vocab 99, 2 layers, 4 heads, 32 wide
 OPT = OptimConfig(lr=1e-3, warmup_steps=3, max_steps=50)
 # 32 rows x 16 tokens per step; 8 devices x 2 rows x 2 micro-steps in the straight run.
 RUN_ARGS = ["--preset=tiny", "--padded_vocab=128", "--total_batch_tokens=512", "--seq_len=16", "--dtype=float32",
-            "--max_steps=20", "--warmup_steps=3", "--lr=1e-3", "--val_every=10", "--val_steps=2", "--ckpt_every=10",
+            "--max_steps=20", "--warmup_steps=3", "--lr=1e-3", "--val_every=10", "--val_steps=1", "--ckpt_every=10",
             "--sample_every=0", "--hellaswag_every=0", "--export_hf=true"]
 
 
@@ -91,10 +91,10 @@ def test_fsdp_spec_splits_the_largest_divisible_dim():
     assert fsdp_spec((96,), 8) == jax.sharding.PartitionSpec()  # biases / gains stay replicated
 
 
-# Measured: max |loss_bf16 - loss_fp32| over these 50 steps is ~0.01 nats (bf16 has 8 mantissa
-# bits: ~0.4% relative rounding per matmul input). The bound below is 0.05 nats absolute per
-# step and 1% on the final loss; README's Stage 4 section documents it.
-BF16_MAX_ABS = 0.05
+# Measured (2026-11-25, CPU): max |loss_bf16 - loss_fp32| over these 50 steps is 3.5e-4 nats, the
+# final losses differ by 1e-5 relative (bf16 matmul inputs, fp32 accumulation, params, LayerNorm,
+# softmax and loss). The documented bound (README, Stage 4): 0.005 nats at every step, 0.1% at the end.
+BF16_MAX_ABS = 0.005
 
 
 def test_bf16_stays_within_documented_distance_of_fp32():
@@ -106,7 +106,7 @@ def test_bf16_stays_within_documented_distance_of_fp32():
     diff = np.abs(b16 - f32)
     assert np.all(np.isfinite(b16)) and f32[-1] < f32[0] - 0.3, f"fp32 did not learn: {f32[[0, -1]]}"
     assert diff.max() <= BF16_MAX_ABS, f"bf16 drifted {diff.max():.4f} nats from fp32 (step {diff.argmax()})"
-    assert abs(b16[-1] - f32[-1]) / f32[-1] <= 0.01
+    assert abs(b16[-1] - f32[-1]) / f32[-1] <= 1e-3
 
 
 def test_grad_accum_steps_and_its_error():
@@ -154,8 +154,9 @@ def test_config_mismatch_names_every_differing_field():
 # ---- the script: straight run, SIGKILL + resume, multi-process, bad input --------------------------
 
 def _env(devices: int = 8) -> dict:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    # One compute thread per process: the runs are tiny, and several run at once on a 2-core machine.
+    flags = f"--xla_force_host_platform_device_count={devices} --xla_cpu_multi_thread_eigen=false"
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return env
 
 

@@ -47,7 +47,7 @@ class Trainer:
     framework = "jax"
 
     def __init__(self, config: ModelConfig, train: TrainConfig, seed: int = 0) -> None:
-        self.config, self.train_cfg, self.step = config, train, 0
+        self.config, self.train_cfg, self.step_count = config, train, 0
         self.model = build_model(config, train, seed)
         self.manual = isinstance(self.model, BackpropMLP)  # trains with its hand-written backward
         if train.optimizer == "adamw":
@@ -119,17 +119,22 @@ class Trainer:
             self._compile()
         self.model.train()
         _, state = nnx.split(self.model)
-        step = jnp.asarray(self.step, jnp.int32)
+        step = jnp.asarray(self.step_count, jnp.int32)
         if idx is None:
             state, self.opt_state, losses = self._run_full(state, self.opt_state, step, self._X, self._Y, k)
         else:
             state, self.opt_state, losses = self._run(state, self.opt_state, step, self._X, self._Y, jnp.asarray(idx))
         nnx.update(self.model, state)
-        self.step += int(losses.shape[0])
+        self.step_count += int(losses.shape[0])
         loss = float(losses.mean())
         if not np.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss} at step ~{self.step}; lower the learning rate")
+            raise FloatingPointError(f"training loss became {loss} at step ~{self.step_count}; lower the learning rate")
         return loss
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """One optimiser step on this batch (scripts/compare.py's interface): (loss, grad norm = nan, not tracked)."""
+        self.set_train_data(x, y)
+        return self.train_steps(np.arange(len(x), dtype=np.int32)[None]), float("nan")
 
     # ---- evaluation and sampling ------------------------------------------------------------
     def _eval_fns(self):

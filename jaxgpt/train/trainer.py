@@ -61,7 +61,7 @@ def _place(state: Any, shardings: Any) -> Any:
 
     def put(x: Any, sharding: jax.sharding.NamedSharding) -> Any:
         key = _is_key(x)
-        host = np.asarray(jax.random.key_data(x) if key else x)
+        host = to_host(jax.random.key_data(x) if key else x)
         arr = jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
         return jax.random.wrap_key_data(arr, impl=jax.random.key_impl(x)) if key else arr
 

@@ -40,7 +40,7 @@ class Trainer:
     framework = "torch"
 
     def __init__(self, config: ModelConfig, train: TrainConfig, seed: int = 0) -> None:
-        self.config, self.train_cfg, self.step = config, train, 0
+        self.config, self.train_cfg, self.step_count = config, train, 0
         self.model = build_model(config, train, seed)
         self.manual = isinstance(self.model, BackpropMLP)  # trains with its hand-written backward
         params = list(self.model.parameters())
@@ -64,7 +64,7 @@ class Trainer:
     def one_step(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         """One optimiser step on one batch; returns the (detached) loss."""
         for group in self.opt.param_groups:
-            group["lr"] = lr_at(self.step, self.train_cfg)
+            group["lr"] = lr_at(self.step_count, self.train_cfg)
         if self.manual:
             loss, grads = self.model.forward_backward(xb, yb)
             for k, p in named_params(self.model).items():
@@ -74,7 +74,7 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
         self.opt.step()
-        self.step += 1
+        self.step_count += 1
         return loss.detach()
 
     def train_steps(self, idx: np.ndarray | None, k: int | None = None) -> float:
@@ -89,8 +89,13 @@ class Trainer:
                 losses.append(self.one_step(self._X[ix], self._Y[ix]))
         loss = float(torch.stack(losses).mean())
         if not np.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss} at step ~{self.step}; lower the learning rate")
+            raise FloatingPointError(f"training loss became {loss} at step ~{self.step_count}; lower the learning rate")
         return loss
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """One optimiser step on this batch (scripts/compare.py's interface): (loss, grad norm = nan, not tracked)."""
+        self.set_train_data(x, y)
+        return self.train_steps(np.arange(len(x), dtype=np.int32)[None]), float("nan")
 
     # ---- evaluation and sampling ------------------------------------------------------------
     @torch.no_grad()
