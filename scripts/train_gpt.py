@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> None:
         m = train(args, overrides)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         sys.exit(f"error: {e}")
-    print(f"val {m['val_loss_nats_per_token']:.4f} nats/token, {m['val_bits_per_byte']:.4f} bits/byte, "
-          f"{m['steps_per_s']:.2f} steps/s")
+    speed = f", {m['steps_per_s']:.2f} steps/s" if m["steps_per_s"] else ""  # None: too few steps this session
+    print(f"val {m['val_loss_nats_per_token']:.4f} nats/token, {m['val_bits_per_byte']:.4f} bits/byte{speed}")
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ class Preset:
 _SGD_200K = TrainConfig(steps=200_000, lr=0.1, lr_decay_step=100_000, lr_final=0.01, eval_every=10_000)
 _ADAMW = TrainConfig(steps=30_000, optimizer="adamw", lr=5e-4, weight_decay=0.01, split="makemore",
                      eval_every=1000)
-_SEQ = dict(block_size=16, n_embd=64, n_hidden=64, n_layer=4, n_head=4)  # makemore.py defaults (16 = longest name + 1)
+_SEQ = {"block_size": 16, "n_embd": 64, "n_hidden": 64, "n_layer": 4, "n_head": 4}  # makemore.py defaults (16 = longest name + 1)
 
 PRESETS: dict[str, Preset] = {
     "bigram": Preset(ModelConfig("bigram", block_size=1), TrainConfig(steps=0, optimizer="none"),

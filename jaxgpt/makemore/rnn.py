@@ -46,7 +46,7 @@ class RNN(nnx.Module):
         self.lm_head = Linear(config.n_hidden, config.vocab_size, init="torch", rngs=rngs)
 
     def __call__(self, idx: jax.Array) -> jax.Array:
-        B, T = idx.shape
+        B = idx.shape[0]
         emb = self.wte(idx)  # (B, T, E)
         h0 = jnp.broadcast_to(self.start[...], (B, self.start.shape[1]))  # (B, H)
 

@@ -74,7 +74,7 @@ class Transformer(nnx.Module):
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False, init="torch", rngs=rngs)
 
     def __call__(self, idx: jax.Array) -> jax.Array:
-        B, T = idx.shape
+        T = idx.shape[1]
         x = self.wte(idx) + self.wpe(jnp.arange(T))  # (B, T, C)
         for block in self.h:
             x = block(x)
@@ -91,7 +91,7 @@ class BoWBlock(nnx.Module):
         self.mlp = MLP(config.n_embd, config.n_hidden, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        B, T, C = x.shape
+        T = x.shape[1]
         # makemore.py's CausalBoW: softmax of all-zero scores under the causal mask = uniform weights.
         att = jax.nn.softmax(jnp.where(causal_mask(T), 0.0, -jnp.inf), axis=-1)  # (T, T)
         x = x + att @ x  # (B, T, C)
@@ -107,7 +107,7 @@ class BoW(nnx.Module):
         self.lm_head_proj = Linear(config.n_hidden, config.vocab_size, init="torch", rngs=rngs)
 
     def __call__(self, idx: jax.Array) -> jax.Array:
-        B, T = idx.shape
+        T = idx.shape[1]
         x = self.wte(idx) + self.wpe(jnp.arange(T))  # (B, T, C)
         x = self.context_block(x)
         return self.lm_head_proj(jnp.tanh(self.lm_head_fc(x)))  # (B, T, V)

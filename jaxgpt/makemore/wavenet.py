@@ -13,7 +13,15 @@ import jax
 from flax import nnx
 
 from jaxgpt.makemore.config import ModelConfig
-from jaxgpt.makemore.layers import BatchNorm1d, Embedding, FlattenConsecutive, Linear, Sequential, Tanh, cross_entropy
+from jaxgpt.makemore.layers import (
+    BatchNorm1d,
+    Embedding,
+    FlattenConsecutive,
+    Linear,
+    Sequential,
+    Tanh,
+    cross_entropy,
+)
 
 
 class WaveNet(nnx.Module):

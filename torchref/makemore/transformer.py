@@ -72,7 +72,7 @@ class Transformer(nn.Module):
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False, init="torch")
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        B, T = idx.shape
+        T = idx.shape[1]
         x = self.wte(idx) + self.wpe(torch.arange(T))  # (B, T, C)
         for block in self.h:
             x = block(x)
@@ -90,7 +90,7 @@ class BoWBlock(nn.Module):
         self.mlp = MLP(config.n_embd, config.n_hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
+        T = x.shape[1]
         # makemore.py's CausalBoW: softmax of all-zero scores under the causal mask = uniform weights.
         att = F.softmax(torch.zeros(T, T).masked_fill(~causal_mask(T), float("-inf")), dim=-1)  # (T, T)
         x = x + att @ x  # (B, T, C)
@@ -107,7 +107,7 @@ class BoW(nn.Module):
         self.lm_head_proj = Linear(config.n_hidden, config.vocab_size, init="torch")
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        B, T = idx.shape
+        T = idx.shape[1]
         x = self.wte(idx) + self.wpe(torch.arange(T))  # (B, T, C)
         x = self.context_block(x)
         return self.lm_head_proj(torch.tanh(self.lm_head_fc(x)))  # (B, T, V)

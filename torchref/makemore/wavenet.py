@@ -6,7 +6,15 @@ import torch
 from torch import nn
 
 from jaxgpt.makemore.config import ModelConfig
-from torchref.makemore.layers import BatchNorm1d, Embedding, FlattenConsecutive, Linear, Sequential, Tanh, cross_entropy
+from torchref.makemore.layers import (
+    BatchNorm1d,
+    Embedding,
+    FlattenConsecutive,
+    Linear,
+    Sequential,
+    Tanh,
+    cross_entropy,
+)
 
 
 class WaveNet(nn.Module):
