@@ -112,6 +112,7 @@ def test_twin_parity(model):
     lt = tt.train_steps(None if full else idx[:1], 1)
     assert_close(lj, lt, atol=FWD_ATOL, name=f"{model} step loss")
     after_j, after_t = jt.state_numpy(), tt.state_numpy()
+    assert [k for k in before if not np.allclose(before[k], after_j[k])], "the optimiser step changed nothing"
     if model == "transformer":
         # The key bias adds q_i . b to every score of row i: softmax ignores it, so its true gradient
         # is 0 and both sides hold ~1e-9 noise, which AdamW's first step scales to +-lr. Compare the
@@ -121,7 +122,6 @@ def test_twin_parity(model):
             k = f"h.{i}.attn.c_attn.bias"
             after_j[k], after_t[k] = (np.delete(a[k], np.s_[C3: 2 * C3]) for a in (after_j, after_t))
     assert_tree_close(after_j, after_t, rtol=GRAD_RTOL, name=f"{model} after one {jt.train_cfg.optimizer} step")
-    assert [k for k in before if not np.allclose(before[k], after_j[k])], "the optimiser step changed nothing"
 
     if model in BN_MODELS:  # nine more SGD steps: running mean/var stay identical
         for i in range(1, 10):  # one step per call: the compiled 1-step function is reused
@@ -205,5 +205,9 @@ def test_handwritten_backward_twins(fused):
         dt = tm.backward(x, y, tm.forward_pass(x, y), fused=fused)
     dj = jm.backward(jnp.asarray(X), jnp.asarray(Y), jm.forward_pass(jnp.asarray(X), jnp.asarray(Y)), fused=fused)
     assert sorted(dj) == sorted(dt)
-    assert_tree_close({k: np.asarray(v) for k, v in dj.items()}, {k: v.numpy() for k, v in dt.items()},
-                      atol=1e-6, name="hand-written gradients")
+    dj, dt = {k: np.asarray(v) for k, v in dj.items()}, {k: v.numpy() for k, v in dt.items()}
+    # b1 (cancelled by BatchNorm) and logit_maxes (cancelled by the softmax) have gradient exactly 0:
+    # both sides hold ~1e-9 rounding noise there, so those two are compared in absolute terms.
+    zero = [k for k in ("b1", "logit_maxes") if k in dj]
+    assert_tree_close({k: dj.pop(k) for k in zero}, {k: dt.pop(k) for k in zero}, atol=1e-6, name="zero gradients")
+    assert_tree_close(dj, dt, rtol=GRAD_RTOL, name="hand-written gradients")  # twin vs twin: the suite's tolerance

@@ -103,7 +103,7 @@ class Trainer:
             gd_model, params, rest = nnx.split(model, nnx.Param, ...)  # rest: dropout RNG streams
 
             def loss_fn(p, rest, xb, yb):
-                m = nnx.merge(gd_model, p, rest)
+                m = nnx.merge(gd_model, p, rest, copy=True)  # fresh Variables at this trace level
                 loss = m(xb, yb)[1]
                 return loss, nnx.split(m, nnx.Param, ...)[2]  # the advanced RNG counters
 
