@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flax.errors import TraceContextError
 
 from parity_tests.helpers import GRAD_RTOL
 
@@ -56,9 +55,6 @@ def test_unknown_preset_lists_the_known_ones(capsys):
     assert "unknown preset 'nope'" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(raises=TraceContextError, strict=True,
-                   reason="jaxgpt/train/trainer.py cannot train with dropout > 0 yet (RngCount mutated inside its "
-                          "grad scan); remove this mark when it can (strict: a pass then fails the suite as a reminder)")
 def test_explicit_dropout_is_kept_and_reported_as_differing(tmp_path, poems_file, capsys):
     # The documented mode: --dropout=P keeps dropout on; the twins draw different masks, so they differ.
     argv = ["--preset", "poetry", "--steps", "3", "--data", str(poems_file), "--out", str(tmp_path / "c"),

@@ -132,10 +132,8 @@ def test_given_tokenizer_must_match_vocab(corpus):
 # ---- training: resume, config checks ---------------------------------------------------------------
 
 # batch 8: the JAX trainer splits the rows over the 8 simulated devices of the test set-up (conftest.py)
-# Dropout on, so the dropout RNG must resume too. JAX: off for now, because jaxgpt/train/trainer.py
-# currently fails to train with dropout > 0 (flax TraceContextError on RngCount inside its grad
-# scan; parity_tests/test_compare.py's dropout test shows it); set it to 0.1 once that is fixed.
-DROPOUT = {"jax": 0.0, "torch": 0.1}
+# Dropout on in both frameworks, so the dropout RNG state must resume exactly too.
+DROPOUT = {"jax": 0.1, "torch": 0.1}
 TINY = ["--n_layer=1", "--n_embd=16", "--n_head=2", "--block_size=16", "--vocab_size=300",
         "--batch_size=8", "--max_steps=6", "--warmup_steps=2", "--eval_interval=3", "--eval_iters=1",
         "--final_eval_iters=1", "--log_interval=4", "--sample_interval=0", "--final_sample_tokens=6"]
