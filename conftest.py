@@ -38,3 +38,19 @@ def data_file(relpath: str) -> Path:
     if not p.exists():
         pytest.skip(f"{p} not found; set JAXGPT_TEST_DATA to a folder holding {relpath}")
     return p
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run torch with one intra-op thread for a module of tiny-model tests.
+
+    On a loaded 2-core machine, torch's 2 intra-op threads wait on each other when one is
+    preempted: tiny forward passes ran up to 20x slower than with 1 thread, with the same numbers.
+    Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -35,17 +35,8 @@ from torchref.gpt import GPT as TorchGPT
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on the shared 2-core machine: with 2 intra-op threads, torch's forward passes
-    ran up to 20x slower than with 1 while other jobs held the cores (threads wait on preempted
-    siblings); one thread gives the same numbers without that cliff."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny torch models: one intra-op thread (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class CompactGPT2:
