@@ -32,6 +32,21 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
+def tiktoken_encoding(name: str):
+    """tiktoken's `name` encoding, or a skip saying where its offline rank files are expected.
+
+    With ../shared/data present the encoding loads from its tiktoken_cache folder; elsewhere
+    tiktoken downloads it, and a machine without network skips instead of failing.
+    """
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception as e:  # noqa: BLE001 - tiktoken raises requests' or its own errors when offline
+        pytest.skip(f"tiktoken encoding {name!r} unavailable offline ({type(e).__name__}); set JAXGPT_TEST_DATA "
+                    f"to a folder holding tiktoken_cache/ (now {DATA_DIR})")
+
+
 def data_file(relpath: str) -> Path:
     """A file under the real-data folder, or a skip naming the missing path."""
     p = DATA_DIR / relpath

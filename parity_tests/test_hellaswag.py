@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tiktoken
 import torch
 from flax import nnx
 
-from conftest import data_file
+from conftest import data_file, tiktoken_encoding
 from jaxgpt.config import GPTConfig
 from jaxgpt.data.hellaswag import (
     Example,
@@ -43,7 +42,7 @@ class CompactGPT2:
     """tiktoken gpt2 with the ids that `examples` use renumbered 0..n-1 (a bijection on those ids)."""
 
     def __init__(self, examples: list[Example]):
-        self.enc = tiktoken.get_encoding("gpt2")
+        self.enc = tiktoken_encoding("gpt2")
         used = set()
         for ex in examples:
             for text in (ex.ctx, *(" " + e for e in ex.endings)):
@@ -154,7 +153,7 @@ def test_transformers_forward_gives_the_same_predictions(examples, compact, tmp_
 def test_full_gpt2_vocabulary_slice(examples, tmp_path):
     """The real 50257-id vocabulary and <|endoftext|> padding, on a slice (the head costs 10x more)."""
     part = examples[:12]
-    enc = tiktoken.get_encoding("gpt2")
+    enc = tiktoken_encoding("gpt2")
     hf = hf_model(50257, seed=1)
     sums, means = hf_scores(hf, enc, part)
     hf.save_pretrained(tmp_path, safe_serialization=True)

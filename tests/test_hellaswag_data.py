@@ -7,15 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiktoken
 
-from conftest import data_file
+from conftest import data_file, tiktoken_encoding
 from jaxgpt.data import hellaswag as hs
 
 
 @pytest.fixture(scope="module")
 def enc():
-    return tiktoken.get_encoding("gpt2")
+    return tiktoken_encoding("gpt2")
 
 
 @pytest.fixture(scope="module")

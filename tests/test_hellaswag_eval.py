@@ -16,9 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import tiktoken
 
-from conftest import ROOT, data_file
+from conftest import ROOT, data_file, tiktoken_encoding
 from jaxgpt.config import GPTConfig
 
 SCRIPT = ROOT / "scripts" / "hellaswag.py"
@@ -145,11 +144,10 @@ def test_cli_errors_are_clear_and_exit_non_zero(tmp_path, sample):
 CHILD = r"""
 import json, os, sys
 framework, rank, port, model_dir, data, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
-import tiktoken
 from jaxgpt.data.hellaswag import load_examples
 
 class ModEnc:  # gpt2 ids folded into a 512-id vocabulary: a cheap head, rows as real as the sample's
-    enc = tiktoken.get_encoding("gpt2")
+    enc = tiktoken_encoding("gpt2")
     def encode(self, text):
         return [t % 512 for t in self.enc.encode(text)]
 
@@ -192,7 +190,7 @@ def mod_model(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("framework", ["jax", "torch"])
 def test_two_processes_give_every_process_the_one_process_numbers(framework, mod_model, sample):
     limit = 37  # 19 + 18 tasks: the processes hold different counts, and the last batches are padded
-    enc = tiktoken.get_encoding("gpt2")
+    enc = tiktoken_encoding("gpt2")
 
     class ModEnc:
         def encode(self, text: str) -> list[int]:

@@ -228,7 +228,9 @@ def tokenize_stream(docs: Iterable[str], encoding: str, workers: int) -> Iterato
         return
     import multiprocessing as mp
 
-    with mp.Pool(workers, initializer=_init_worker, initargs=(encoding,)) as pool:
+    # spawn, not fork: a forked child of a process that already runs JAX's or torch's thread pools
+    # (a training script, the test suite) can deadlock on a lock held by a thread that was not copied.
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(encoding,)) as pool:
         pending: collections.deque = collections.deque()
         for batch in _batches(docs):
             pending.append(pool.apply_async(tokenize_batch, (batch,)))
