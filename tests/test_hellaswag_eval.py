@@ -144,10 +144,11 @@ def test_cli_errors_are_clear_and_exit_non_zero(tmp_path, sample):
 CHILD = r"""
 import json, os, sys
 framework, rank, port, model_dir, data, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
+import tiktoken
 from jaxgpt.data.hellaswag import load_examples
 
 class ModEnc:  # gpt2 ids folded into a 512-id vocabulary: a cheap head, rows as real as the sample's
-    enc = tiktoken_encoding("gpt2")
+    enc = tiktoken.get_encoding("gpt2")
     def encode(self, text):
         return [t % 512 for t in self.enc.encode(text)]
 
