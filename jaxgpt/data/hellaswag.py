@@ -33,9 +33,11 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from jaxgpt.config import GPTConfig
 from jaxgpt.data import cache_dir
 
 HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
@@ -296,3 +298,42 @@ def counts_to_metrics(counts: np.ndarray) -> dict:
     """Summed counts() ([n, correct, correct_norm]) -> {'n', 'acc', 'acc_norm'}."""
     n, c, cn = (int(v) for v in counts)
     return {"n": n, "acc": c / max(n, 1), "acc_norm": cn / max(n, 1)}
+
+
+EOT = 50256  # GPT-2's <|endoftext|>
+
+
+def prepare_rendered(examples_or_path: Any, config: GPTConfig, limit: int | None, enc: Any, pad_id: int) -> list[Rendered]:
+    """Path / Examples / Rendered -> the first `limit` rendered examples, checked against the vocabulary.
+
+    The framework-free front half of both frameworks' `evaluate_hellaswag`.
+    """
+    if isinstance(examples_or_path, (str, Path)):
+        items: Sequence[Any] = load_examples(hellaswag_file(examples_or_path), limit=limit)
+    else:
+        items = list(examples_or_path)[:limit]
+    if not items:
+        raise ValueError("no HellaSwag examples to evaluate; check the data file and --limit")
+    if all(isinstance(x, Rendered) for x in items):
+        rendered = list(items)
+    elif all(isinstance(x, Example) for x in items):
+        if enc is None:
+            import tiktoken
+
+            enc = tiktoken.get_encoding("gpt2")
+        rendered = [render_example(ex, enc, config.block_size, pad_id) for ex in items]
+    else:
+        raise TypeError("examples_or_path must be a file path, or a list of Example or Rendered from "
+                        "jaxgpt.data.hellaswag (load_examples / render_example)")
+    # Inside a jitted forward an out-of-range id would be clamped silently: check on the host, where it is cheap.
+    top = max(int(r.tokens.max()) for r in rendered)
+    if top >= config.vocab_size:
+        raise ValueError(f"rendered token id {top} >= the model's vocab_size {config.vocab_size}; the tokenizer "
+                         "does not match the model (HellaSwag needs the GPT-2 tokenizer and vocab)")
+    return rendered
+
+
+def pad_token(config: GPTConfig) -> int:
+    """Filler id for padding: GPT-2's <|endoftext|> when the vocabulary has it. Its value never
+    matters (right padding under causal attention, mask 0), only that it is a valid id."""
+    return min(EOT, config.vocab_size - 1)

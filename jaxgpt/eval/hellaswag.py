@@ -25,7 +25,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -37,23 +36,17 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxgpt.config import GPTConfig
 from jaxgpt.data.hellaswag import (
     N_ENDINGS,
-    Example,
-    Rendered,
     Result,
     combine_results,
-    hellaswag_file,
     iter_batches,
-    load_examples,
     pack_length,
-    render_example,
+    pad_token,
+    prepare_rendered,
     score_batch,
 )
 from jaxgpt.gpt import GPT, _set_eval
-
-EOT = 50256  # GPT-2's <|endoftext|>
 
 
 def make_data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -116,37 +109,7 @@ def _replicate(x: Any, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
-def _rendered(examples_or_path: Any, config: GPTConfig, limit: int | None, enc: Any, pad_id: int) -> list[Rendered]:
-    """Path / Examples / Rendered -> the first `limit` rendered examples, checked against the vocabulary."""
-    if isinstance(examples_or_path, (str, Path)):
-        items: Sequence[Any] = load_examples(hellaswag_file(examples_or_path), limit=limit)
-    else:
-        items = list(examples_or_path)[:limit]
-    if not items:
-        raise ValueError("no HellaSwag examples to evaluate; check the data file and --limit")
-    if all(isinstance(x, Rendered) for x in items):
-        rendered = list(items)
-    elif all(isinstance(x, Example) for x in items):
-        if enc is None:
-            import tiktoken
 
-            enc = tiktoken.get_encoding("gpt2")
-        rendered = [render_example(ex, enc, config.block_size, pad_id) for ex in items]
-    else:
-        raise TypeError("examples_or_path must be a file path, or a list of Example or Rendered from "
-                        "jaxgpt.data.hellaswag (load_examples / render_example)")
-    # Inside jit an out-of-range id would be clamped silently: check on the host, where it is cheap.
-    top = max(int(r.tokens.max()) for r in rendered)
-    if top >= config.vocab_size:
-        raise ValueError(f"rendered token id {top} >= the model's vocab_size {config.vocab_size}; the tokenizer "
-                         "does not match the model (HellaSwag needs the GPT-2 tokenizer and vocab)")
-    return rendered
-
-
-def pad_token(config: GPTConfig) -> int:
-    """Filler id for padding: GPT-2's <|endoftext|> when the vocabulary has it. Its value never
-    matters (right padding under causal attention, mask 0), only that it is a valid id."""
-    return min(EOT, config.vocab_size - 1)
 
 
 def check_eval_args(batch_size: int, limit: int | None) -> None:
@@ -173,7 +136,7 @@ def evaluate_hellaswag(model: GPT, examples_or_path: Any, *, batch_size: int = 8
     check_eval_args(batch_size, limit)
     cfg = model.config
     pad_id = pad_token(cfg)
-    rendered = _rendered(examples_or_path, cfg, limit, enc, pad_id)
+    rendered = prepare_rendered(examples_or_path, cfg, limit, enc, pad_id)
     if mesh is not None:
         n_local = len([d for d in mesh.devices.flat if d.process_index == jax.process_index()])
         if (N_ENDINGS * batch_size) % n_local:

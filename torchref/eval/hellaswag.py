@@ -13,8 +13,6 @@ returns the same exact totals.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,22 +20,16 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from jaxgpt.config import GPTConfig
 from jaxgpt.data.hellaswag import (
-    Example,
-    Rendered,
     Result,
     combine_results,
-    hellaswag_file,
     iter_batches,
-    load_examples,
     pack_length,
-    render_example,
+    pad_token,
+    prepare_rendered,
     score_batch,
 )
 from torchref.gpt import GPT
-
-EOT = 50256  # GPT-2's <|endoftext|>
 
 
 @torch.no_grad()
@@ -51,37 +43,6 @@ def token_losses(model: GPT, tokens: np.ndarray, device: torch.device | str | No
     # cross_entropy over the strided class dim of logits.transpose(1, 2)).
     losses = F.cross_entropy(logits.reshape(R * T, V), x[:, 1:].reshape(R * T), reduction="none")
     return losses.view(R, T).float().cpu().numpy()  # (R, L-1)
-
-
-def _rendered(examples_or_path: Any, config: GPTConfig, limit: int | None, enc: Any, pad_id: int) -> list[Rendered]:
-    """Path / Examples / Rendered -> the first `limit` rendered examples, checked against the vocabulary."""
-    if isinstance(examples_or_path, (str, Path)):
-        items: Sequence[Any] = load_examples(hellaswag_file(examples_or_path), limit=limit)
-    else:
-        items = list(examples_or_path)[:limit]
-    if not items:
-        raise ValueError("no HellaSwag examples to evaluate; check the data file and --limit")
-    if all(isinstance(x, Rendered) for x in items):
-        rendered = list(items)
-    elif all(isinstance(x, Example) for x in items):
-        if enc is None:
-            import tiktoken
-
-            enc = tiktoken.get_encoding("gpt2")
-        rendered = [render_example(ex, enc, config.block_size, pad_id) for ex in items]
-    else:
-        raise TypeError("examples_or_path must be a file path, or a list of Example or Rendered from "
-                        "jaxgpt.data.hellaswag (load_examples / render_example)")
-    top = max(int(r.tokens.max()) for r in rendered)  # same host check as the JAX twin
-    if top >= config.vocab_size:
-        raise ValueError(f"rendered token id {top} >= the model's vocab_size {config.vocab_size}; the tokenizer "
-                         "does not match the model (HellaSwag needs the GPT-2 tokenizer and vocab)")
-    return rendered
-
-
-def pad_token(config: GPTConfig) -> int:
-    """Filler id for padding: <|endoftext|> when the vocabulary has it (its value never matters)."""
-    return min(EOT, config.vocab_size - 1)
 
 
 def check_eval_args(batch_size: int, limit: int | None) -> None:
@@ -102,7 +63,7 @@ def evaluate_hellaswag(model: GPT, examples_or_path: Any, *, batch_size: int = 8
     model = getattr(model, "module", model)  # DistributedDataParallel -> the GPT inside
     cfg = model.config
     pad_id = pad_token(cfg)
-    rendered = _rendered(examples_or_path, cfg, limit, enc, pad_id)
+    rendered = prepare_rendered(examples_or_path, cfg, limit, enc, pad_id)
     length = pack_length(rendered, block_size=cfg.block_size)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
