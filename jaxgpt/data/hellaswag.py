@@ -337,3 +337,12 @@ def pad_token(config: GPTConfig) -> int:
     """Filler id for padding: GPT-2's <|endoftext|> when the vocabulary has it. Its value never
     matters (right padding under causal attention, mask 0), only that it is a valid id."""
     return min(EOT, config.vocab_size - 1)
+
+
+def progress_bar(batches: list, progress: bool):
+    """The batches, wrapped in a tqdm bar when `progress` (both frameworks' evaluate_hellaswag)."""
+    if not progress:
+        return batches
+    from tqdm import tqdm
+
+    return tqdm(batches, desc="hellaswag", unit="batch")

@@ -43,6 +43,7 @@ from jaxgpt.data.hellaswag import (
     iter_batches,
     pack_length,
     pad_token,
+    progress_bar,
     prepare_rendered,
     score_batch,
 )
@@ -154,7 +155,7 @@ def evaluate_hellaswag(model: GPT, examples_or_path: Any, *, batch_size: int = 8
         if mesh is not None:
             state = _on_mesh(state, mesh)
         parts = []
-        for batch in _maybe_tqdm(batches, progress):
+        for batch in progress_bar(batches, progress):
             losses = _run(graphdef, state, batch.tokens.reshape(-1, length), mesh)  # (4N, L-1)
             parts.append(score_batch(batch, losses))
     finally:
@@ -181,11 +182,3 @@ def _gather(parts: list[Result], nproc: int) -> Result:
     if not np.array_equal(merged.counts(), counts):  # the two routes must agree exactly
         raise RuntimeError(f"gathered counts {merged.counts()} != summed per-process counts {counts}")
     return merged
-
-
-def _maybe_tqdm(it: list, progress: bool):
-    if not progress:
-        return it
-    from tqdm import tqdm
-
-    return tqdm(it, desc="hellaswag", unit="batch")

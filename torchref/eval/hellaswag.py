@@ -26,6 +26,7 @@ from jaxgpt.data.hellaswag import (
     iter_batches,
     pack_length,
     pad_token,
+    progress_bar,
     prepare_rendered,
     score_batch,
 )
@@ -74,7 +75,7 @@ def evaluate_hellaswag(model: GPT, examples_or_path: Any, *, batch_size: int = 8
     model.eval()
     try:
         parts = []
-        for batch in _maybe_tqdm(batches, progress):
+        for batch in progress_bar(batches, progress):
             losses = token_losses(model, batch.tokens.reshape(-1, length), device)  # (4N, L-1)
             parts.append(score_batch(batch, losses))
     finally:
@@ -106,11 +107,3 @@ def _gather(local: Result, world: int, device: Any) -> Result:
     if not np.array_equal(result.counts(), counts.cpu().numpy()):  # the two routes must agree exactly
         raise RuntimeError(f"gathered counts {result.counts()} != all-reduced counts {counts.tolist()}")
     return result
-
-
-def _maybe_tqdm(it: list, progress: bool):
-    if not progress:
-        return it
-    from tqdm import tqdm
-
-    return tqdm(it, desc="hellaswag", unit="batch")
