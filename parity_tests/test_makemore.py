@@ -32,8 +32,8 @@ BN_MODELS = ("bn-mlp", "bn-mlp-deep", "backprop", "wavenet")
 B = 16  # batch
 
 
-def tiny(model: str) -> tuple[C.ModelConfig, C.TrainConfig]:
-    """A small version of each preset (same structure, small widths)."""
+def tiny(model: str, **train) -> tuple[C.ModelConfig, C.TrainConfig]:
+    """A small version of each preset (same structure, small widths); `train` overrides its TrainConfig."""
     p = C.get_preset(model)
     if p.model.is_window:
         block = 4 if model == "wavenet" else p.model.block_size
@@ -41,12 +41,12 @@ def tiny(model: str) -> tuple[C.ModelConfig, C.TrainConfig]:
                                    n_layer=min(p.model.n_layer, 3), bn_momentum=0.1)
     else:
         mcfg = dataclasses.replace(p.model, block_size=9, n_embd=8, n_hidden=12, n_layer=2, n_head=2)
-    return mcfg, dataclasses.replace(p.train, batch_size=B if p.train.batch_size else 0)
+    return mcfg, dataclasses.replace(p.train, batch_size=B if p.train.batch_size else 0, **train)
 
 
-def twins(model: str, seed: int = 0, noise: float = 0.05):
+def twins(model: str, seed: int = 0, noise: float = 0.05, **train):
     """(jax Trainer, torch Trainer) of the tiny `model` holding identical, perturbed weights."""
-    mcfg, tcfg = tiny(model)
+    mcfg, tcfg = tiny(model, **train)
     seed_all(seed)
     tt = ttrain.Trainer(mcfg, tcfg, seed)
     w = tt.state_numpy()
@@ -134,6 +134,31 @@ def test_twin_parity(model):
                           name=f"{model} running stats after 10 steps")
         assert_tree_close(js, ts, rtol=GRAD_RTOL, name=f"{model} after 10 steps")
         assert_close(jt.loss(X, Y), tt.loss(X, Y), atol=FWD_ATOL, name=f"{model} eval loss after training")
+
+
+@pytest.mark.parametrize("model, train", [
+    ("transformer", dict(schedule="cosine", lr=1e-2, lr_final=1e-3, warmup_steps=3, steps=8)),
+    ("wavenet", dict(lr_decay_step=4, steps=8)),
+])
+def test_scheduled_steps_twins(model, train):
+    """Eight steps through a warm-up + cosine or a step decay, every step at its own rate: the
+    JAX Trainer runs them as one compiled chunk (rates computed on the host), torch one by one."""
+    jt, tt = twins(model, **train)
+    X, Y = batch(jt.config, n=64)
+    idx = data.batch_indices(np.random.default_rng(0), len(X), 8, B)
+    for t in (jt, tt):
+        t.set_train_data(X, Y)
+    jt.train_steps(idx)
+    for i in range(8):
+        tt.train_steps(idx[i: i + 1])
+    assert len({C.lr_at(s, jt.train_cfg) for s in range(8)}) >= 2  # the rate really changes
+    js, ts = jt.state_numpy(), tt.state_numpy()
+    if model == "transformer":  # the key bias third: zero true gradient, see test_twin_parity
+        C3 = js["h.0.attn.c_attn.bias"].shape[0] // 3
+        for i in range(jt.config.n_layer):
+            k = f"h.{i}.attn.c_attn.bias"
+            js[k], ts[k] = (np.delete(a[k], np.s_[C3: 2 * C3]) for a in (js, ts))
+    assert_tree_close(js, ts, rtol=GRAD_RTOL, name=f"{model} after 8 scheduled steps")
 
 
 def test_bigram_counts():

@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxgpt.makemore import data
 from jaxgpt.makemore.config import MODELS, PRESETS, ConfigError, ModelConfig, get_preset, lr_at
+from jaxgpt.makemore.torch_rng import LECTURE_SEEDS, lecture_init
 
 FORMAT = "jaxgpt-makemore-v1"
 
@@ -74,15 +75,17 @@ def load_data(args) -> tuple[list[str], str]:
 
 
 def shorten(tcfg, steps: int | None):
-    """Cap the schedule at `steps`, moving the lr drop proportionally (same shape, shorter)."""
+    """Set the schedule's length to `steps`, moving the lr drop and the warm-up proportionally
+    (the same shape, shorter or longer; a cosine always ends at `steps`)."""
     if steps is None or tcfg.steps == 0:
         return tcfg
     if steps < 0:
         raise UsageError(f"--steps must be >= 0, got {steps}")
     decay = tcfg.lr_decay_step
-    if decay is not None and tcfg.steps:
+    if decay is not None:
         decay = round(decay * steps / tcfg.steps)
-    return replace(tcfg, steps=steps, lr_decay_step=decay, eval_every=min(tcfg.eval_every, max(steps // 10, 1)))
+    return replace(tcfg, steps=steps, lr_decay_step=decay, warmup_steps=round(tcfg.warmup_steps * steps / tcfg.steps),
+                   eval_every=min(tcfg.eval_every, max(steps // 10, 1)))
 
 
 def run_one(model: str, framework: str, words: list[str], data_desc: str, args, meta_in=None, weights_in=None) -> dict:
@@ -104,11 +107,22 @@ def run_one(model: str, framework: str, words: list[str], data_desc: str, args, 
     (Xtr, Ytr), (Xva, Yva), (Xte, Yte) = (build(w, mcfg.block_size) for w in (train_w, val_w, test_w))
 
     trainer = make_trainer(framework, mcfg, tcfg, args.seed)
+    replay = None  # the notebook's generator, when replaying its run (--lecture-rng)
+    if args.lecture_rng and model in LECTURE_SEEDS:
+        if tcfg.split != "lecture":
+            raise UsageError("--lecture-rng replays the lecture notebooks, which use the lecture split; drop --split")
+        init, replay = lecture_init(mcfg)
+        if weights_in is None:
+            trainer.load_numpy(init)
     if weights_in is not None:
         trainer.load_numpy(weights_in)
         trainer.step_count = int(meta_in["step"])
+        if replay is not None:
+            replay.skip(trainer.step_count * tcfg.batch_size)  # the batches the saved run already drew
     print(f"[{framework}] {model}: {trainer.num_params():,} parameters, {len(Xtr):,} training examples "
-          f"({tcfg.split} split), {tcfg.steps:,} steps, {tcfg.optimizer}", file=sys.stderr)
+          f"({tcfg.split} split), {tcfg.steps:,} steps, {tcfg.optimizer}"
+          + (f", replaying the lecture's random numbers (torch seed {LECTURE_SEEDS[model]})" if replay else ""),
+          file=sys.stderr)
 
     history: list[tuple[int, float]] = []
     train_time, timed_steps, interrupted = 0.0, 0, False
@@ -128,9 +142,14 @@ def run_one(model: str, framework: str, words: list[str], data_desc: str, args, 
             while trainer.step_count < tcfg.steps:
                 s = trainer.step_count
                 k = min(chunk, tcfg.steps - s, every - s % every)
-                # Batches are drawn from (seed, step): a resumed run sees the batches it would have seen.
-                idx = (None if tcfg.batch_size == 0 else
-                       data.batch_indices(np.random.default_rng((args.seed, s)), len(Xtr), k, tcfg.batch_size))
+                # Batches are drawn from (seed, step): a resumed run sees the batches it would have seen
+                # (or, replaying a lecture, from its torch generator, one randint(len, (32,)) per step).
+                if tcfg.batch_size == 0:
+                    idx = None
+                elif replay is not None:
+                    idx = replay.randint(len(Xtr), (k, tcfg.batch_size)).astype(np.int32)
+                else:
+                    idx = data.batch_indices(np.random.default_rng((args.seed, s)), len(Xtr), k, tcfg.batch_size)
                 t0 = time.perf_counter()
                 loss = trainer.train_steps(idx, k)
                 dt = time.perf_counter() - t0
@@ -154,10 +173,10 @@ def run_one(model: str, framework: str, words: list[str], data_desc: str, args, 
            "train": trainer.loss(Xtr, Ytr), "val": trainer.loss(Xva, Yva), "test": trainer.loss(Xte, Yte),
            "s_per_1k": 1000 * train_time / timed_steps if timed_steps else None, "history": history,
            "split": tcfg.split, "target": preset.target, "target_split": preset.target_split,
-           "interrupted": interrupted}
+           "interrupted": interrupted, "lecture_rng": replay is not None}
     if args.save and not args.ladder:
         meta = {"format": FORMAT, "model": mcfg.to_dict(), "step": trainer.step_count, "framework": framework,
-                "data": data_desc, "val": res["val"]}
+                "data": data_desc, "val": res["val"], "lecture_rng": replay is not None}
         save_checkpoint(Path(args.save), trainer.state_numpy(), meta)
         print(f"saved {model} (step {trainer.step_count}) to {args.save}", file=sys.stderr)
     if args.samples:
@@ -189,7 +208,8 @@ def ladder_table(results: list[dict]) -> str:
             ref = f"{r['target_split']} <= {r['target']}"
             met = "yes" if r[r["target_split"]] <= r["target"] else "no"
         t = f"{r['s_per_1k']:.2f}" if r["s_per_1k"] else "-"
-        rows.append(f"| {r['model']} | {r['framework']} | {r['params']:,} | {r['train']:.4f} | {r['val']:.4f} | "
+        name = r["model"] + (" (lecture RNG)" if r.get("lecture_rng") else "")
+        rows.append(f"| {name} | {r['framework']} | {r['params']:,} | {r['train']:.4f} | {r['val']:.4f} | "
                     f"{r['test']:.4f} | {t} | {ref} | {met} |")
     return "\n".join(rows)
 
@@ -229,8 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=("lecture", "makemore"),
                    help="lecture: 80/10/10 (default for window models); makemore: test = min(1000, 10%%)")
     p.add_argument("--context", type=int, help="context length (block_size); WaveNet needs a power of two")
-    p.add_argument("--steps", type=int, help="shorten the schedule to this many steps (the lr drop moves with it)")
+    p.add_argument("--steps", type=int, help="run the schedule over this many steps (its lr drop / warm-up scale with it)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lecture-rng", action="store_true",
+                   help="replay the lecture notebook's random numbers (initial weights and minibatches) for "
+                        f"{', '.join(LECTURE_SEEDS)}: both frameworks then re-run the notebook's exact run")
     p.add_argument("--samples", type=int, default=20, help="names to sample at the end (0: none)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--save", help="write the trained model here (.npz, loads in either framework)")
@@ -257,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"{args.load} holds a '{saved}' model, not '{args.model}'; "
                                  f"run with --model {saved} (or without --model) to use it")
             args.model = saved
+            args.lecture_rng = args.lecture_rng or bool(meta_in.get("lecture_rng"))
         if args.ladder:
             models = [m.strip() for m in args.models.split(",") if m.strip()]
             fws = [f.strip() for f in args.frameworks.split(",") if f.strip()]
@@ -265,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"unknown model or framework {bad}; models: {', '.join(MODELS)}; frameworks: jax, torch")
         elif not args.model:
             raise UsageError("give --model (one of " + ", ".join(MODELS) + "), --load CHECKPOINT or --ladder")
+        elif args.lecture_rng and args.model not in LECTURE_SEEDS:
+            raise UsageError(f"--lecture-rng replays the notebooks' runs of {', '.join(LECTURE_SEEDS)} only, "
+                             f"not {args.model}; drop it (or use --seed)")
         for m in (models if args.ladder else [args.model]):  # bad sizes fail before any data is fetched
             if args.context is not None and meta_in is None:
                 replace(get_preset(m).model, block_size=args.context)

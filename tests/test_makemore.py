@@ -12,11 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import data_file
 from jaxgpt.makemore import data
-from jaxgpt.makemore.config import ConfigError, ModelConfig, get_preset
+from jaxgpt.makemore.config import ConfigError, ModelConfig, TrainConfig, get_preset, lr_at
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -64,6 +65,33 @@ def test_splits_on_names(names_path):
     assert len(Xtr) == 182625  # lecture 2: torch.Size([182625, 3])
     tr, va, te = data.split_words(words, "makemore")
     assert len(te) == 1000 and va == te and len(tr) == 31033 and not set(tr) & set(te) - set(tr)
+    # makemore.py's own test words: torch.manual_seed(3407); torch.randperm(32033)[-1000:]
+    import torch
+
+    torch.manual_seed(3407)
+    rp = torch.randperm(len(words)).tolist()
+    assert te == [words[i] for i in rp[-1000:]] and tr == [words[i] for i in rp[:-1000]]
+
+
+@pytest.mark.parametrize("seed", [0, 42, 3407, 2**31 - 1])
+def test_torch_generator_replay(seed):
+    """The numpy replay of torch's CPU generator: randperm and randint exact, randn to 2e-6."""
+    import torch
+
+    from jaxgpt.makemore.torch_rng import TorchGenerator
+
+    g, ours = torch.Generator().manual_seed(seed), TorchGenerator(seed)
+    for n in (1, 2, 10, 1000, 70_001):
+        assert (ours.randperm(n) == torch.randperm(n, generator=g).numpy()).all(), n
+    for shape in [(27, 10), (30, 200), (200,), (16,), (17,), (200, 27), (3, 5, 7)]:
+        np.testing.assert_allclose(ours.randn(*shape), torch.randn(shape, generator=g).numpy(), rtol=0, atol=2e-6)
+    for high in (1, 27, 182_625, 2**28 - 1):
+        assert (ours.randint(high, (4, 32)) == torch.randint(0, high, (4, 32), generator=g).numpy()).all(), high
+    assert (ours.randperm(33) == torch.randperm(33, generator=g).numpy()).all()  # still in step
+    with pytest.raises(ValueError, match="scalar path"):
+        ours.randn(15)
+    with pytest.raises(ValueError, match="64 bits"):
+        ours.randint(2**28, (1,))
 
 
 def test_empty_file_and_out_of_vocab(tmp_path):
@@ -101,6 +129,68 @@ def test_config_errors():
     assert get_preset("wavenet").model.n_hidden == 128
 
 
+def test_config_errors_training():
+    with pytest.raises(ConfigError, match="schedule must be"):
+        TrainConfig(steps=10, schedule="linear")
+    with pytest.raises(ConfigError, match="lr_final <= lr"):
+        TrainConfig(steps=10, schedule="cosine", lr=1e-3, lr_final=1e-2)
+    with pytest.raises(ConfigError, match="warmup_steps <= steps"):
+        TrainConfig(steps=10, schedule="cosine", lr=1e-3, lr_final=0.0, warmup_steps=11)
+
+
+def test_lr_schedules():
+    step = TrainConfig(steps=200, lr=0.1, lr_decay_step=100, lr_final=0.01)
+    assert [lr_at(s, step) for s in (0, 99, 100, 199)] == [0.1, 0.1, 0.01, 0.01]
+    assert lr_at(10**6, TrainConfig(steps=5, lr=0.3)) == 0.3  # no decay step: constant
+    cos = TrainConfig(steps=1000, optimizer="adamw", lr=1e-3, schedule="cosine", lr_final=1e-4, warmup_steps=100)
+    assert lr_at(0, cos) == pytest.approx(1e-5)  # warm-up starts at lr / warmup_steps
+    assert lr_at(99, cos) == pytest.approx(1e-3)
+    assert lr_at(550, cos) == pytest.approx(0.5 * (1e-3 + 1e-4))  # half-way down the cosine
+    assert lr_at(1000, cos) == pytest.approx(1e-4) and lr_at(5000, cos) == pytest.approx(1e-4)
+    lrs = [lr_at(s, cos) for s in range(100, 1001)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))  # monotone after warm-up
+
+
+def test_shorten_keeps_the_schedule_shape():
+    short = cli.shorten(get_preset("bn-mlp").train, 2000)
+    assert (short.steps, short.lr_decay_step) == (2000, 1000)
+    cos = TrainConfig(steps=30_000, optimizer="adamw", lr=1e-3, schedule="cosine", lr_final=1e-4, warmup_steps=1000)
+    short = cli.shorten(cos, 3000)
+    assert (short.steps, short.warmup_steps) == (3000, 100)
+    assert lr_at(short.steps, short) == pytest.approx(1e-4) and lr_at(99, short) == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("model", ["bn-mlp", "wavenet"])
+def test_lecture_init_replays_the_notebooks_draws(model):
+    """lecture_init gives the weights the notebook's torch code draws, then its first minibatch."""
+    import torch
+
+    from jaxgpt.makemore.torch_rng import lecture_init
+
+    cfg = get_preset(model).model
+    ours, g = lecture_init(cfg)
+    if model == "bn-mlp":  # lecture 3's cell, with its own generator
+        tg = torch.Generator().manual_seed(2147483647)
+        want = {"C": torch.randn((27, 10), generator=tg),
+                "W1": torch.randn((30, 200), generator=tg) * (5 / 3) / (30 ** 0.5)}
+        torch.randn(200, generator=tg)  # b1
+        want["W2"] = torch.randn((200, 27), generator=tg) * 0.01
+        want["b2"] = torch.randn(27, generator=tg) * 0
+        batch = torch.randint(0, 182625, (32,), generator=tg)
+    else:  # lecture 5: the global generator, layer by layer
+        torch.manual_seed(42)
+        want = {"net.layers.0.weight": torch.randn((27, 24))}
+        for i, fan_in in enumerate((48, 256, 256)):
+            want[f"net.layers.{2 + 4 * i}.weight"] = torch.randn((fan_in, 128)) / fan_in ** 0.5
+        want["net.layers.13.weight"] = torch.randn((128, 27)) / 128 ** 0.5 * 0.1
+        batch = torch.randint(0, 182625, (32,))
+    for k, v in want.items():
+        np.testing.assert_allclose(ours[k], v.numpy(), rtol=0, atol=2e-6, err_msg=k)
+    assert (g.randint(182625, (32,)) == batch.numpy()).all()
+    from torchref.makemore.train import build_model  # the names and shapes fit the model
+    assert {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()} == {k: v.shape for k, v in ours.items()}
+
+
 def test_wavenet_has_the_lectures_parameter_count():
     # torch side only: building the JAX model eagerly is slow, and the parity suite already checks
     # that both sides hold the same names and shapes for every model.
@@ -123,6 +213,8 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
     (["--model", "mlp", "--data", "BAD"], ":2: character 'X'"),
     (["--load", "NOTCKPT"], "not a makemore checkpoint"),
     ([], "give --model"),
+    (["--model", "mlp", "--lecture-rng"], "replays the notebooks' runs of bn-mlp, wavenet only"),
+    (["--model", "bn-mlp", "--lecture-rng", "--split", "makemore"], "use the lecture split"),
 ])
 def test_cli_bad_inputs(capsys, tmp_path, args, message):
     (tmp_path / "empty.txt").write_text("")
@@ -160,6 +252,20 @@ def test_short_schedule_learns(capsys, few_names, model, framework, steps, below
     losses = final_losses(out)
     assert losses["val"] < below < LN27, losses
     assert "samples (* = new" in out
+
+
+def test_lecture_rng_runs_agree_across_frameworks(capsys, names_path):
+    """--lecture-rng: both frameworks start from the notebook's weights and see its batches,
+    so their short runs end at the same losses (up to float rounding)."""
+    out = {}
+    for fw in ("jax", "torch"):
+        rc, o, err = run_cli(capsys, "--model", "bn-mlp", "--framework", fw, "--steps", 300, "--lecture-rng",
+                             "--data", names_path, "--samples", 0)
+        assert rc == 0 and "replaying the lecture's random numbers (torch seed 2147483647)" in err
+        out[fw] = final_losses(o)
+    assert out["jax"]["val"] < 2.8 < LN27
+    for k in ("train", "val", "test"):
+        assert abs(out["jax"][k] - out["torch"][k]) < 2e-3, out
 
 
 def test_save_load_round_trip_across_frameworks(capsys, tmp_path, few_names):

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxgpt.makemore.torch_rng import TorchGenerator
+
 CHARS = "." + "abcdefghijklmnopqrstuvwxyz"
 STOI = {c: i for i, c in enumerate(CHARS)}
 ITOS = dict(enumerate(CHARS))
@@ -120,26 +122,28 @@ def default_words(cache: Path | None = None, url: str = NAMES_URL, timeout: floa
         return words, f"US-census first names ({len(words)}, `names` package; offline fallback)"
 
 
-def split_words(words: list[str], scheme: str = "lecture", seed: int = 42) -> tuple[list[str], list[str], list[str]]:
+def split_words(words: list[str], scheme: str = "lecture", seed: int | None = None) -> tuple[list[str], list[str], list[str]]:
     """(train, val, test) word lists.
 
     lecture: random.seed(42); random.shuffle(words); 80% / 10% / 10% (lectures 2-5).
-    makemore: test = min(1000, 10%) of the words, the rest train (makemore.py). makemore.py
-    has no validation set and reports its test loss, so val is the test set there.
+    makemore: makemore.py's own split: torch.manual_seed(3407); rp = torch.randperm(len(words));
+    test = the last min(1000, 10%) words of that order, train the rest. With the default seed these
+    are exactly makemore.py's test words, so its reported test loss is comparable. makemore.py has
+    no validation set and reports its test loss, so val is the test set there.
     """
     words = list(words)
     if len(words) < 10:
         raise DataError(f"{len(words)} words are too few to split into train/val/test; give at least 10")
     if scheme == "lecture":
-        random.seed(seed)
-        random.shuffle(words)
+        random.Random(42 if seed is None else seed).shuffle(words)  # = random.seed(42); random.shuffle
         n1, n2 = int(0.8 * len(words)), int(0.9 * len(words))
         return words[:n1], words[n1:n2], words[n2:]
     if scheme == "makemore":
-        random.Random(seed).shuffle(words)
+        rp = TorchGenerator(3407 if seed is None else seed).randperm(len(words))
         n_test = min(1000, int(len(words) * 0.1))
-        test = words[len(words) - n_test:]
-        return words[: len(words) - n_test], test, test
+        train = [words[i] for i in rp[:-n_test]]
+        test = [words[i] for i in rp[-n_test:]]
+        return train, test, test
     raise DataError(f"unknown split {scheme!r}; use 'lecture' or 'makemore'")
 
 

@@ -19,7 +19,7 @@ from flax import nnx
 
 from jaxgpt.makemore.backprop import BackpropMLP
 from jaxgpt.makemore.bigram import BigramCounts, NeuralBigram
-from jaxgpt.makemore.config import ModelConfig, TrainConfig
+from jaxgpt.makemore.config import ModelConfig, TrainConfig, lr_at
 from jaxgpt.makemore.layers import cross_entropy, load_numpy, named_params, num_params, state_numpy
 from jaxgpt.makemore.mlp import MLP, BatchNormMLP, DeepBatchNormMLP
 from jaxgpt.makemore.rnn import RNN
@@ -50,10 +50,11 @@ class Trainer:
         self.config, self.train_cfg, self.step_count = config, train, 0
         self.model = build_model(config, train, seed)
         self.manual = isinstance(self.model, BackpropMLP)  # trains with its hand-written backward
+        # inject_hyperparams: the learning rate lives in the optimiser state and is set every step
+        # from the schedule (config.lr_at of our own step counter), so a reloaded model continues
+        # the schedule where it was.
         if train.optimizer == "adamw":
             b1, b2 = train.betas
-            # inject_hyperparams: the learning rate lives in the optimiser state, set every step from
-            # our own step counter, so a reloaded model continues the schedule where it was.
             self.tx = optax.inject_hyperparams(optax.adamw)(
                 learning_rate=train.lr, b1=b1, b2=b2, eps=train.eps, weight_decay=train.weight_decay)
         else:
@@ -73,11 +74,10 @@ class Trainer:
     def _compile(self) -> None:
         self.model.train()
         graphdef, _ = nnx.split(self.model)
-        tx, manual, cfg = self.tx, self.manual, self.train_cfg
-        lr_drop = cfg.lr_decay_step if cfg.lr_decay_step is not None else np.iinfo(np.int32).max
+        tx, manual = self.tx, self.manual
 
-        def one_step(carry, ix, X, Y):
-            state, opt_state, step = carry
+        def one_step(carry, ix, lr, X, Y):
+            state, opt_state = carry
             model = nnx.merge(graphdef, state)
             xb, yb = (X, Y) if ix is None else (X[ix], Y[ix])
             if manual:
@@ -87,22 +87,22 @@ class Trainer:
                 grads = {".".join(map(str, p)): v[...] for p, v in nnx.to_flat_state(g)}
             variables = named_params(model)
             params = {k: v[...] for k, v in variables.items()}
-            opt_state.hyperparams["learning_rate"] = jnp.where(step < lr_drop, cfg.lr, cfg.lr_final)
+            opt_state.hyperparams["learning_rate"] = lr
             updates, opt_state = tx.update(grads, opt_state, params)
             for k, p in optax.apply_updates(params, updates).items():
                 variables[k][...] = p
-            return (nnx.state(model), opt_state, step + 1), loss
+            return (nnx.state(model), opt_state), loss
 
         @partial(jax.jit, donate_argnums=(0, 1))
-        def run(state, opt_state, step, X, Y, idx):  # idx (K, B) batch indices
-            (state, opt_state, step), losses = jax.lax.scan(
-                lambda c, ix: one_step(c, ix, X, Y), (state, opt_state, step), idx)
+        def run(state, opt_state, lrs, X, Y, idx):  # idx (K, B) batch indices, lrs (K,) their rates
+            (state, opt_state), losses = jax.lax.scan(
+                lambda c, a: one_step(c, a[0], a[1], X, Y), (state, opt_state), (idx, lrs))
             return state, opt_state, losses
 
-        @partial(jax.jit, donate_argnums=(0, 1), static_argnums=(5,))
-        def run_full(state, opt_state, step, X, Y, k):  # k full-batch steps
-            (state, opt_state, step), losses = jax.lax.scan(
-                lambda c, _: one_step(c, None, X, Y), (state, opt_state, step), None, length=k)
+        @partial(jax.jit, donate_argnums=(0, 1))
+        def run_full(state, opt_state, lrs, X, Y):  # len(lrs) full-batch steps
+            (state, opt_state), losses = jax.lax.scan(
+                lambda c, lr: one_step(c, None, lr, X, Y), (state, opt_state), lrs)
             return state, opt_state, losses
 
         self._run, self._run_full = run, run_full
@@ -119,11 +119,13 @@ class Trainer:
             self._compile()
         self.model.train()
         _, state = nnx.split(self.model)
-        step = jnp.asarray(self.step_count, jnp.int32)
+        n = k if idx is None else len(idx)
+        # The schedule is evaluated on the host, once per step of the chunk (the same lr_at torch calls).
+        lrs = jnp.asarray([lr_at(self.step_count + i, self.train_cfg) for i in range(n)], jnp.float32)
         if idx is None:
-            state, self.opt_state, losses = self._run_full(state, self.opt_state, step, self._X, self._Y, k)
+            state, self.opt_state, losses = self._run_full(state, self.opt_state, lrs, self._X, self._Y)
         else:
-            state, self.opt_state, losses = self._run(state, self.opt_state, step, self._X, self._Y, jnp.asarray(idx))
+            state, self.opt_state, losses = self._run(state, self.opt_state, lrs, self._X, self._Y, jnp.asarray(idx))
         nnx.update(self.model, state)
         self.step_count += int(losses.shape[0])
         loss = float(losses.mean())

@@ -3,8 +3,8 @@ bag-of-words model that replaces attention by a uniform average over the past.
 
 Transformer: token + position embeddings, n_layer pre-LayerNorm blocks (causal self-attention
 and a 4x MLP with tanh GELU), a final LayerNorm and a bias-free lm_head; PyTorch's default init
-as makemore.py has it. BoW: one block whose "attention" weights every earlier position equally,
-then an MLP head. Mirrored by torchref/makemore/transformer.py.
+as makemore.py has it. BoW: one block whose "attention" weights every earlier position equally
+(plus a tanh MLP), then a linear head, as makemore.py's. Mirrored by torchref/makemore/transformer.py.
 """
 
 from __future__ import annotations
@@ -103,14 +103,13 @@ class BoW(nnx.Module):
         self.wte = Embedding(config.vocab_size, config.n_embd, rngs=rngs)
         self.wpe = Embedding(config.block_size, config.n_embd, rngs=rngs)
         self.context_block = BoWBlock(config, rngs=rngs)
-        self.lm_head_fc = Linear(config.n_embd, config.n_hidden, init="torch", rngs=rngs)
-        self.lm_head_proj = Linear(config.n_hidden, config.vocab_size, init="torch", rngs=rngs)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, init="torch", rngs=rngs)
 
     def __call__(self, idx: jax.Array) -> jax.Array:
         T = idx.shape[1]
         x = self.wte(idx) + self.wpe(jnp.arange(T))  # (B, T, C)
         x = self.context_block(x)
-        return self.lm_head_proj(jnp.tanh(self.lm_head_fc(x)))  # (B, T, V)
+        return self.lm_head(x)  # (B, T, V)
 
     def loss(self, x: jax.Array, y: jax.Array) -> jax.Array:
         return cross_entropy(self(x), y)

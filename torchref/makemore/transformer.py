@@ -103,14 +103,13 @@ class BoW(nn.Module):
         self.wte = Embedding(config.vocab_size, config.n_embd)
         self.wpe = Embedding(config.block_size, config.n_embd)
         self.context_block = BoWBlock(config)
-        self.lm_head_fc = Linear(config.n_embd, config.n_hidden, init="torch")
-        self.lm_head_proj = Linear(config.n_hidden, config.vocab_size, init="torch")
+        self.lm_head = Linear(config.n_embd, config.vocab_size, init="torch")
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.shape[1]
         x = self.wte(idx) + self.wpe(torch.arange(T))  # (B, T, C)
         x = self.context_block(x)
-        return self.lm_head_proj(torch.tanh(self.lm_head_fc(x)))  # (B, T, V)
+        return self.lm_head(x)  # (B, T, V)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return cross_entropy(self(x), y)
