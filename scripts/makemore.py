@@ -4,6 +4,7 @@
     python scripts/makemore.py --model wavenet --framework torch --steps 20000 --save runs/wn.npz
     python scripts/makemore.py --load runs/wn.npz --samples 20        # resume / evaluate / sample
     python scripts/makemore.py --ladder                               # every model, both frameworks
+    python scripts/makemore.py --model bn-mlp --lecture-rng           # re-run lecture 3's notebook exactly
 
 Models: bigram (counts), bigram-nn, mlp, bn-mlp, bn-mlp-deep, backprop (hand-written backward),
 wavenet, rnn, gru, bow, transformer; recipes in jaxgpt/makemore/config.py. Data: --data PATH

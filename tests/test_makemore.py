@@ -92,6 +92,11 @@ def test_torch_generator_replay(seed):
         ours.randn(15)
     with pytest.raises(ValueError, match="64 bits"):
         ours.randint(2**28, (1,))
+    # skip(n): where a resumed --lecture-rng run picks the notebook's batches up again
+    a, b = TorchGenerator(seed), TorchGenerator(seed)
+    a.randint(1000, (3, 32))
+    b.skip(3 * 32)
+    assert (a.randint(1000, (2, 32)) == b.randint(1000, (2, 32))).all()
 
 
 def test_empty_file_and_out_of_vocab(tmp_path):
