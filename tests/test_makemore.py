@@ -125,6 +125,18 @@ def test_default_data_offline_fallback_and_cache(tmp_path):
     assert words == ["anna", "bob"] and "cache" in logs[-1]
 
 
+def test_default_data_download_is_cached_only_when_valid(tmp_path):
+    src = tmp_path / "src.txt"
+    src.write_text("Not-A-Name!\n")
+    words, desc = data.default_words(tmp_path / "a", url=src.as_uri(), log=lambda s: None)
+    assert "census" in desc and not (tmp_path / "a" / "names.txt").exists()  # not cached
+    src.write_text("emma\nava\n")
+    words, desc = data.default_words(tmp_path / "b", url=src.as_uri(), log=lambda s: None)
+    assert words == ["emma", "ava"] and "downloaded" in desc
+    assert (tmp_path / "b" / "names.txt").read_text() == "emma\nava\n"
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["names.txt"]  # no temp file left behind
+
+
 def test_config_errors():
     with pytest.raises(ConfigError, match="must be >= 1"):
         ModelConfig("mlp", block_size=0)

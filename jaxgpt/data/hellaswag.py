@@ -28,8 +28,6 @@ host. Tie-break: the lowest ending index wins (numpy argmin's rule, and torch/jn
 from __future__ import annotations
 
 import json
-import os
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from jaxgpt.config import GPTConfig
-from jaxgpt.data import cache_dir
+from jaxgpt.data import cache_dir, download
 
 HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 N_ENDINGS = 4
@@ -60,19 +58,11 @@ def download_hellaswag(dest_dir: Path | None = None, url: str = HELLASWAG_VAL_UR
     path = dest_dir / "hellaswag_val.jsonl"
     if path.is_file():
         return path
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    tmp = dest_dir / f".{path.name}.tmp-{os.getpid()}"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
-        os.replace(tmp, path)  # never leave a half-downloaded file under the cached name
+        return download(url, path, timeout)
     except OSError as e:
         raise FileNotFoundError(f"could not download HellaSwag from {url} ({e}); when offline, pass a local "
                                 "file in the hellaswag_val.jsonl schema with --data FILE") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def hellaswag_file(data: str | Path | None = None) -> Path:

@@ -7,6 +7,7 @@ model from the same ModelConfig, so a checkpoint written by one loads into the o
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -99,11 +100,17 @@ class TrainConfig:
                               f"lr={self.lr}, lr_final={self.lr_final}, warmup_steps={self.warmup_steps}, steps={self.steps}")
 
 
+@functools.lru_cache(maxsize=16)
+def _cosine_config(cfg: TrainConfig) -> OptimConfig:
+    """The GPT schedule's config for a cosine TrainConfig (built once, not on every step)."""
+    return OptimConfig(lr=cfg.lr, min_lr_ratio=cfg.lr_final / cfg.lr, warmup_steps=cfg.warmup_steps,
+                       max_steps=max(cfg.steps, 1))
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate of 0-based `step`; both frameworks' trainers call this (JAX per compiled chunk)."""
     if cfg.schedule == "cosine":  # the GPT trainer's warm-up + cosine, one definition
-        return warmup_cosine(step, OptimConfig(lr=cfg.lr, min_lr_ratio=cfg.lr_final / cfg.lr,
-                                               warmup_steps=cfg.warmup_steps, max_steps=max(cfg.steps, 1)))
+        return warmup_cosine(step, _cosine_config(cfg))
     if cfg.lr_decay_step is not None and step >= cfg.lr_decay_step:
         return cfg.lr_final
     return cfg.lr

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import random
 import sys
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from jaxgpt.data import cache_dir, download
 from jaxgpt.makemore.torch_rng import TorchGenerator
 
 CHARS = "." + "abcdefghijklmnopqrstuvwxyz"
@@ -98,24 +98,17 @@ def default_words(cache: Path | None = None, url: str = NAMES_URL, timeout: floa
     Returns (words, description of what was used); `log` reports which source it was.
     """
     if cache is None:
-        from jaxgpt.data import cache_dir
-
         cache = cache_dir() / "makemore"
     path = cache / "names.txt"
     if path.is_file():
         log(f"data: makemore names.txt from the cache {path}")
         return read_words(path), f"names.txt ({path})"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            text = r.read().decode("utf-8")
-        words = parse_words(text.splitlines(), url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)  # atomic: an interrupted download never leaves a half file in the cache
+        words = read_words(download(url, path, timeout))
         log(f"data: makemore names.txt downloaded from {url}, cached at {path}")
         return words, f"names.txt (downloaded, {path})"
     except (OSError, ValueError) as e:
+        path.unlink(missing_ok=True)  # a download that is not a word list stays out of the cache
         words = census_names()
         log(f"data: offline ({type(e).__name__}: {e}); using the US-census first names of the `names` package "
             f"({len(words)} names) instead of makemore's names.txt. Losses are not comparable to the lectures'.")

@@ -24,43 +24,32 @@ TANH_GAIN = 5 / 3  # Kaiming gain of tanh: keeps the activations' std near 1 thr
 
 
 class MLP(nnx.Module):
+    batchnorm = False  # BatchNormMLP: BatchNorm on the pre-activation, in place of the bias b1
+
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         V, E, H, T = config.vocab_size, config.n_embd, config.n_hidden, config.block_size
-        k = [rngs.params() for _ in range(4)]
-        self.C = nnx.Param(jax.random.normal(k[0], (V, E)))
-        self.W1 = nnx.Param(jax.random.normal(k[1], (T * E, H)) * TANH_GAIN / math.sqrt(T * E))
-        self.b1 = nnx.Param(jax.random.normal(k[2], (H,)) * 0.01)
-        self.W2 = nnx.Param(jax.random.normal(k[3], (H, V)) * 0.01)
+        self.C = nnx.Param(jax.random.normal(rngs.params(), (V, E)))
+        self.W1 = nnx.Param(jax.random.normal(rngs.params(), (T * E, H)) * TANH_GAIN / math.sqrt(T * E))
+        if self.batchnorm:  # no b1: BatchNorm subtracts the batch mean, which cancels any bias
+            self.bn = BatchNorm1d(H, momentum=config.bn_momentum)
+        else:
+            self.b1 = nnx.Param(jax.random.normal(rngs.params(), (H,)) * 0.01)
+        self.W2 = nnx.Param(jax.random.normal(rngs.params(), (H, V)) * 0.01)
         self.b2 = nnx.Param(jnp.zeros(V))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         B = x.shape[0]
         emb = self.C[x].reshape(B, -1)  # (B, T*E): the window's embeddings side by side
-        h = jnp.tanh(emb @ self.W1 + self.b1)  # (B, H)
+        hpre = emb @ self.W1  # (B, H)
+        h = jnp.tanh(self.bn(hpre) if self.batchnorm else hpre + self.b1)
         return h @ self.W2 + self.b2  # (B, V)
 
     def loss(self, x: jax.Array, y: jax.Array) -> jax.Array:
         return cross_entropy(self(x), y)
 
 
-class BatchNormMLP(nnx.Module):
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        V, E, H, T = config.vocab_size, config.n_embd, config.n_hidden, config.block_size
-        k = [rngs.params() for _ in range(3)]
-        self.C = nnx.Param(jax.random.normal(k[0], (V, E)))
-        self.W1 = nnx.Param(jax.random.normal(k[1], (T * E, H)) * TANH_GAIN / math.sqrt(T * E))
-        self.bn = BatchNorm1d(H, momentum=config.bn_momentum)
-        self.W2 = nnx.Param(jax.random.normal(k[2], (H, V)) * 0.01)
-        self.b2 = nnx.Param(jnp.zeros(V))
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        B = x.shape[0]
-        emb = self.C[x].reshape(B, -1)  # (B, T*E)
-        h = jnp.tanh(self.bn(emb @ self.W1))  # (B, H)
-        return h @ self.W2 + self.b2  # (B, V)
-
-    def loss(self, x: jax.Array, y: jax.Array) -> jax.Array:
-        return cross_entropy(self(x), y)
+class BatchNormMLP(MLP):
+    batchnorm = True
 
 
 class DeepBatchNormMLP(nnx.Module):

@@ -1,8 +1,8 @@
 """makemore.py's recurrent models in JAX: a vanilla RNN (Mikolov et al. 2010) and a GRU (Cho et al. 2014).
 
 Both read a name one character at a time: h_t = cell(embedding(x_t), h_{t-1}), starting from a
-learned h_start, and predict the next character from every h_t. The time loop is jax.lax.scan
-(one compiled cell, not T copies). Mirrored by torchref/makemore/rnn.py (a Python loop).
+learned h_start, and predict the next character from every h_t. The time loop is nnx.scan
+(jax.lax.scan lifted over the module: one compiled cell, not T copies). Mirrored by torchref/makemore/rnn.py (a Python loop).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class TorchGenerator:
         self._mt.state = {"bit_generator": "MT19937", "state": {"key": key, "pos": pos}}
 
     def _u32(self, n: int) -> np.ndarray:
-        return self._mt.random_raw(n).astype(np.uint64)  # raw 32-bit outputs
+        return self._mt.random_raw(n)  # uint64 holding MT19937's raw 32-bit outputs
 
     def _uniform24(self, n: int) -> np.ndarray:
         return ((self._u32(n) & 0xFFFFFF).astype(np.float64) * 2.0**-24).astype(np.float32)

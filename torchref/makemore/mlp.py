@@ -17,43 +17,33 @@ TANH_GAIN = 5 / 3  # Kaiming gain of tanh: keeps the activations' std near 1 thr
 
 
 class MLP(nn.Module):
+    batchnorm = False  # BatchNormMLP: BatchNorm on the pre-activation, in place of the bias b1
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         V, E, H, T = config.vocab_size, config.n_embd, config.n_hidden, config.block_size
         self.C = nn.Parameter(torch.randn(V, E))
         self.W1 = nn.Parameter(torch.randn(T * E, H) * TANH_GAIN / math.sqrt(T * E))
-        self.b1 = nn.Parameter(torch.randn(H) * 0.01)
+        if self.batchnorm:  # no b1: BatchNorm subtracts the batch mean, which cancels any bias
+            self.bn = BatchNorm1d(H, momentum=config.bn_momentum)
+        else:
+            self.b1 = nn.Parameter(torch.randn(H) * 0.01)
         self.W2 = nn.Parameter(torch.randn(H, V) * 0.01)
         self.b2 = nn.Parameter(torch.zeros(V))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
         emb = self.C[x].reshape(B, -1)  # (B, T*E): the window's embeddings side by side
-        h = torch.tanh(emb @ self.W1 + self.b1)  # (B, H)
+        hpre = emb @ self.W1  # (B, H)
+        h = torch.tanh(self.bn(hpre) if self.batchnorm else hpre + self.b1)
         return h @ self.W2 + self.b2  # (B, V)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return cross_entropy(self(x), y)
 
 
-class BatchNormMLP(nn.Module):
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        V, E, H, T = config.vocab_size, config.n_embd, config.n_hidden, config.block_size
-        self.C = nn.Parameter(torch.randn(V, E))
-        self.W1 = nn.Parameter(torch.randn(T * E, H) * TANH_GAIN / math.sqrt(T * E))
-        self.bn = BatchNorm1d(H, momentum=config.bn_momentum)
-        self.W2 = nn.Parameter(torch.randn(H, V) * 0.01)
-        self.b2 = nn.Parameter(torch.zeros(V))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B = x.shape[0]
-        emb = self.C[x].reshape(B, -1)  # (B, T*E)
-        h = torch.tanh(self.bn(emb @ self.W1))  # (B, H)
-        return h @ self.W2 + self.b2  # (B, V)
-
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return cross_entropy(self(x), y)
+class BatchNormMLP(MLP):
+    batchnorm = True
 
 
 class DeepBatchNormMLP(nn.Module):
