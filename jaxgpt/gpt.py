@@ -5,7 +5,7 @@ docs. Mirrored class-for-class by `torchref/gpt.py`; parity is in `parity_tests/
 
 Parameter names follow the GPT-2 checkpoint (`transformer.wte`, `transformer.h.{i}.attn.c_attn`,
 ...), so `state_numpy()` yields exactly the keys of a PyTorch/Hugging Face state dict and
-`jaxgpt/weights.py` needs only one table. Flax stores a Linear's kernel as (in, out), the
+`jaxgpt/common/weights.py` needs only one table. Flax stores a Linear's kernel as (in, out), the
 transpose of torch's (out, in) weight: `state_numpy()` / `load_numpy()` do that transpose.
 
 Numerics are pinned: LayerNorm eps from the config (1e-5), tanh GELU, attention softmax and the
@@ -24,8 +24,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxgpt.config import GPTConfig, check_sampling_args
-from jaxgpt.weights import load_hf_dir, save_hf_dir
+from jaxgpt.common.config import GPTConfig, check_sampling_args
+from jaxgpt.common.weights import load_hf_dir, save_hf_dir
 
 KVCache = list[tuple[jax.Array, jax.Array]]  # per layer: (k, v), each (B, block_size, n_head, head_dim)
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxgpt.config import PRESETS
+from jaxgpt.common.config import PRESETS
 from jaxgpt.gpt import _jit_cached, _jit_forward
 from parity_tests.helpers import FWD_ATOL, GRAD_RTOL, assert_close, assert_tree_close, make_twins, max_diffs
 

@@ -16,8 +16,8 @@ import torch
 from flax import nnx
 
 from conftest import data_file, tiktoken_encoding
-from jaxgpt.config import GPTConfig
-from jaxgpt.data.hellaswag import (
+from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.data.hellaswag import (
     Example,
     completion_scores,
     iter_batches,

@@ -7,7 +7,7 @@
 - round trips: a padded vocabulary (99 ids in 128 rows) through an HF directory, and the numpy
   interchange jax -> torch -> jax, bit for bit.
 
-Our side never imports transformers (jaxgpt/weights.py reads and writes the files itself);
+Our side never imports transformers (jaxgpt/common/weights.py reads and writes the files itself);
 only these tests do. The HellaSwag scoring against HF's forward is in test_hellaswag.py.
 """
 
@@ -20,9 +20,9 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxgpt.config import GPTConfig
+from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.weights import load_hf_dir
 from jaxgpt.gpt import GPT as JaxGPT
-from jaxgpt.weights import load_hf_dir
 from parity_tests.helpers import (
     FWD_ATOL,
     assert_close,

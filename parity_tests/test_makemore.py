@@ -19,11 +19,18 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxgpt.makemore import config as C
-from jaxgpt.makemore import data
+from jaxgpt.common.makemore import config as C
+from jaxgpt.common.makemore import data
 from jaxgpt.makemore import layers as jlayers
 from jaxgpt.makemore import train as jtrain
-from parity_tests.helpers import FWD_ATOL, GRAD_RTOL, assert_close, assert_tree_close, seed_all, split_key_bias
+from parity_tests.helpers import (
+    FWD_ATOL,
+    GRAD_RTOL,
+    assert_close,
+    assert_tree_close,
+    seed_all,
+    split_key_bias,
+)
 from torchref.makemore import layers as tlayers
 from torchref.makemore import train as ttrain
 

@@ -1,6 +1,6 @@
 """AdamW in jaxgpt (optax) vs torchref (torch.optim): the schedule, one step, a 20-step trajectory.
 
-The recipe (jaxgpt/train/config.py): betas (0.9, 0.95), eps 1e-8, weight decay only on >= 2-D
+The recipe (jaxgpt/common/schedule.py): betas (0.9, 0.95), eps 1e-8, weight decay only on >= 2-D
 parameters, global-norm clipping at 1.0 (the runs below have pre-clip norms above 1, so clipping
 is exercised), linear warm-up then cosine decay. Twins start from the same weights
 (helpers.make_twins) and see the same batches. Configs have dropout 0 (the frameworks' dropout
@@ -18,8 +18,8 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxgpt.config import PRESETS
-from jaxgpt.train.config import OptimConfig, lr_at
+from jaxgpt.common.config import PRESETS
+from jaxgpt.common.schedule import OptimConfig, lr_at
 from jaxgpt.train.optimizer import lr_schedule, make_optimizer
 from parity_tests.helpers import (
     FWD_ATOL,

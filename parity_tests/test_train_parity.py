@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from jaxgpt.config import get_preset
-from jaxgpt.train.config import OptimConfig
+from jaxgpt.common.config import get_preset
+from jaxgpt.common.schedule import OptimConfig
 from jaxgpt.train.sharding import make_mesh
 from jaxgpt.train.trainer import Trainer as JaxTrainer
 from torchref.train.trainer import Trainer as TorchTrainer

@@ -8,7 +8,7 @@ jaxgpt/train/trainer.py and its torch twin) on random tokens: `--warmup` steps f
 then `--steps` timed steps, dispatched back to back and synchronised once at the end. Prints one
 JSON object per framework (preset, batch, seq, dtype, device, tokens/s, step ms, MFU when the
 device's bf16 peak is known, peak device memory on GPUs) and then the JAX/torch ratios.
-MFU: 6N + 12*L*H*Q*T FLOPs per token over the bf16 dense peak (jaxgpt/train/metrics.py).
+MFU: 6N + 12*L*H*Q*T FLOPs per token over the bf16 dense peak (jaxgpt/common/metrics.py).
 Both frameworks use one device (the first), so the figures compare per device.
 """
 
@@ -24,9 +24,9 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave GPU mem
 
 import numpy as np
 
-from jaxgpt.config import get_preset
-from jaxgpt.train.config import OptimConfig
-from jaxgpt.train.metrics import mfu
+from jaxgpt.common.config import get_preset
+from jaxgpt.common.metrics import mfu
+from jaxgpt.common.schedule import OptimConfig
 
 FRAMEWORKS = ("jax", "torch", "torch-compile")
 

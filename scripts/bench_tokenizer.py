@@ -34,7 +34,7 @@ if _CACHE.is_dir():  # offline: tiktoken's rank files for cl100k_base (set befor
 
 import tiktoken
 
-from jaxgpt.tokenizer import RegexTokenizer, from_tiktoken
+from jaxgpt.common.tokenizer import RegexTokenizer, from_tiktoken
 
 
 def first_bytes(path: Path, n: int) -> str:

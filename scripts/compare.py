@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, als
 from sidebyside import make_trainer
 from train_gpt import apply_overrides, recipe_for
 
-from jaxgpt.config import PRESETS
-from jaxgpt.data.poetry import HF_DATASET
+from jaxgpt.common.config import PRESETS
+from jaxgpt.common.data.poetry import HF_DATASET
 
 
 @dataclass
@@ -59,9 +59,9 @@ class Pair:
 
 def build_gpt_pair(args: argparse.Namespace, overrides: list[str]) -> Pair:
     """A GPT preset: the train_gpt.py recipe, the poetry corpus (our BPE trained on its train split)."""
-    from jaxgpt.data.loader import TokenArrayLoader
-    from jaxgpt.data.poetry import build_poetry_data
-    from jaxgpt.tokenizer import load_tokenizer
+    from jaxgpt.common.data.loader import TokenArrayLoader
+    from jaxgpt.common.data.poetry import build_poetry_data
+    from jaxgpt.common.tokenizer import load_tokenizer
 
     cfg = PRESETS[args.preset]
     explicit_dropout = any(o.startswith("--dropout=") for o in overrides)
@@ -86,8 +86,8 @@ def build_gpt_pair(args: argparse.Namespace, overrides: list[str]) -> Pair:
 
 def build_makemore_pair(args: argparse.Namespace, overrides: list[str]) -> Pair:
     """A makemore model (scripts/makemore.py's recipe and split): names.txt unless --data is a file."""
-    from jaxgpt.makemore import data
-    from jaxgpt.makemore.config import get_preset
+    from jaxgpt.common.makemore import data
+    from jaxgpt.common.makemore.config import get_preset
     from jaxgpt.makemore.train import Trainer as JaxTrainer
     from torchref.makemore.train import Trainer as TorchTrainer
 
@@ -113,7 +113,7 @@ def build_makemore_pair(args: argparse.Namespace, overrides: list[str]) -> Pair:
 
 
 def _makemore_models():
-    from jaxgpt.makemore.config import MODELS
+    from jaxgpt.common.makemore.config import MODELS
 
     return [m for m in MODELS if m != "bigram"]  # the count model has no training steps
 
@@ -248,7 +248,7 @@ def compare(args: argparse.Namespace, overrides: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)  # --key=value overrides must never match a flag prefix
-    p.add_argument("--preset", default="poetry", help="a model preset (see jaxgpt/config.py), e.g. poetry")
+    p.add_argument("--preset", default="poetry", help="a model preset (see jaxgpt/common/config.py), e.g. poetry")
     p.add_argument("--steps", type=int, default=200, help="training steps to run in each framework")
     p.add_argument("--data", default=f"hf:{HF_DATASET}",
                    help="corpus for GPT presets: hf:NAME, a text file, jsonl/json/parquet, or a directory")

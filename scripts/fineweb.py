@@ -5,7 +5,7 @@
     python scripts/fineweb.py --out data/edu_fineweb10B --verify              # re-hash finished shards
 
 Re-running the same command after an interruption resumes: finished shards are kept, and the
-result is byte-identical to an uninterrupted run. See jaxgpt/data/fineweb.py for the format.
+result is byte-identical to an uninterrupted run. See jaxgpt/common/data/fineweb.py for the format.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import resource
 import sys
 
-from jaxgpt.data.fineweb import ShardConfig, build_shards, expand_files, verify_shards
+from jaxgpt.common.data.fineweb import ShardConfig, build_shards, expand_files, verify_shards
 
 
 def _shard_size(s: str) -> int:

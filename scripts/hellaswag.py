@@ -20,7 +20,7 @@ Each task is rendered as context + " " + ending with the GPT-2 tokenizer; each e
 the summed (`acc`) and the mean (`acc_norm`) cross-entropy of its tokens; ties go to the lowest
 ending index. A row longer than the model's block_size has its context cut from the LEFT (the
 count of such tasks is printed). Reference for OpenAI's GPT-2 124M on the official file:
-acc 0.2859, acc_norm 0.2955. See jaxgpt/data/hellaswag.py for the details.
+acc 0.2859, acc_norm 0.2955. See jaxgpt/common/data/hellaswag.py for the details.
 
 Prints one line `hellaswag: acc A (c/n)  acc_norm B (c/n)` (and `count n`); --json FILE also
 writes the per-task predictions.
@@ -35,9 +35,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from jaxgpt.config import GPTConfig
-from jaxgpt.data.hellaswag import hellaswag_file, load_examples, render_example
-from jaxgpt.weights import config_from_hf
+from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.data.hellaswag import hellaswag_file, load_examples, render_example
+from jaxgpt.common.weights import config_from_hf
 
 HF_FILES = ("config.json", "model.safetensors")
 
@@ -71,7 +71,7 @@ def resolve_model(hf_dir: str | None, checkpoint: str | None) -> ModelSource:
             raise FileNotFoundError(f"--hf-dir {d} lacks {' or '.join(f for f in HF_FILES if not (d / f).is_file())}; "
                                     "a Hugging Face GPT-2 directory needs config.json and model.safetensors")
         return ModelSource(d, "hf")
-    from jaxgpt.train.checkpoint import META, CheckpointDir, check_complete, checkpoint_exists
+    from jaxgpt.common.checkpoint import META, CheckpointDir, check_complete, checkpoint_exists
 
     d = Path(checkpoint)
     if not d.is_dir():
@@ -97,7 +97,7 @@ def trainer_weights(src: ModelSource) -> dict:
     Restored with the trainer of the framework that wrote it (orbax for JAX, state.pt for torch),
     so a JAX checkpoint can be scored in torch and vice versa.
     """
-    from jaxgpt.train.config import OptimConfig
+    from jaxgpt.common.schedule import OptimConfig
 
     try:
         config = GPTConfig.from_dict(src.meta["config"]["model"])

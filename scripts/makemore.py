@@ -7,7 +7,7 @@
     python scripts/makemore.py --model bn-mlp --lecture-rng           # re-run lecture 3's notebook exactly
 
 Models: bigram (counts), bigram-nn, mlp, bn-mlp, bn-mlp-deep, backprop (hand-written backward),
-wavenet, rnn, gru, bow, transformer; recipes in jaxgpt/makemore/config.py. Data: --data PATH
+wavenet, rnn, gru, bow, transformer; recipes in jaxgpt/common/makemore/config.py. Data: --data PATH
 (one word per line), else makemore's names.txt from the cache / its URL, else the `names`
 package's census lists (offline). Checkpoints (.npz) are framework-neutral: a model saved by one
 framework loads in the other. Ctrl-C stops training cleanly: it still evaluates, samples and saves,
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxgpt.makemore import data
-from jaxgpt.makemore.config import MODELS, PRESETS, ConfigError, ModelConfig, get_preset, lr_at
-from jaxgpt.makemore.torch_rng import LECTURE_SEEDS, lecture_init
+from jaxgpt.common.makemore import data
+from jaxgpt.common.makemore.config import MODELS, PRESETS, ConfigError, ModelConfig, get_preset, lr_at
+from jaxgpt.common.makemore.torch_rng import LECTURE_SEEDS, lecture_init
 
 FORMAT = "jaxgpt-makemore-v1"
 

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, als
 from sidebyside import FRAMEWORKS, make_trainer
 from train_gpt import check_tokenizer, find_run
 
-from jaxgpt.config import GPTConfig
-from jaxgpt.data.poetry import EOP
-from jaxgpt.tokenizer import load_tokenizer
-from jaxgpt.train.config import OptimConfig
+from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.data.poetry import EOP
+from jaxgpt.common.schedule import OptimConfig
+from jaxgpt.common.tokenizer import load_tokenizer
 
 
 def load_model(checkpoint: str | Path, framework: str | None = None, tokenizer: str | Path | None = None):

@@ -7,7 +7,7 @@ for), which is why it lives in scripts/ and not in a package: `jaxgpt` must neve
 and `torchref` never jax. The scripts import it as a sibling module.
 
 Losses and norms from `step` are Python floats, i.e. synchronised, so step times are honest.
-Checkpoint directories (atomic write, completeness check) are jaxgpt/train/checkpoint.py.
+Checkpoint directories (atomic write, completeness check) are jaxgpt/common/checkpoint.py.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from jaxgpt.config import GPTConfig
-from jaxgpt.train import checkpoint as _ckpt
-from jaxgpt.train.config import OptimConfig, lr_at
+from jaxgpt.common import checkpoint as _ckpt
+from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.schedule import OptimConfig, lr_at
 
 FRAMEWORKS = ("jax", "torch")
 

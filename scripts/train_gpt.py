@@ -13,14 +13,11 @@ checkpoints. Loss is reported in nats/token and in bits per byte of the val text
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
-import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +27,12 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module, also when imported by tests
 from sidebyside import FRAMEWORKS, checkpoint_exists, make_trainer, save_atomic
 
-from jaxgpt.config import GPTConfig, get_preset, override
-from jaxgpt.data.loader import TokenArrayLoader
-from jaxgpt.data.poetry import EOP, HF_DATASET, PoetryData, build_poetry_data
-from jaxgpt.tokenizer import load_tokenizer
-from jaxgpt.train.config import OptimConfig, lr_at
+from jaxgpt.common.config import GPTConfig, get_preset, override
+from jaxgpt.common.data.loader import TokenArrayLoader
+from jaxgpt.common.data.poetry import EOP, HF_DATASET, PoetryData, build_poetry_data
+from jaxgpt.common.runlog import stop_on_signal
+from jaxgpt.common.schedule import OptimConfig, lr_at
+from jaxgpt.common.tokenizer import load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -126,25 +124,6 @@ def find_run(path: str | Path) -> tuple[Path, dict]:
         raise FileNotFoundError(f"{run_dir} has no complete checkpoint (ckpt/meta.json); train it longer or "
                                 "resume it with scripts/train_gpt.py --resume")
     return run_dir, json.loads((run_dir / "run.json").read_text())
-
-
-@contextlib.contextmanager
-def stop_on_signal() -> Iterator[dict]:
-    """SIGINT/SIGTERM only set a flag: the loop finishes its step, checkpoints and exits cleanly.
-
-    The previous handlers come back afterwards, so a caller (a test, a notebook) keeps its Ctrl-C.
-    """
-    stop: dict = {"signal": None}
-
-    def on_signal(signum, _frame):
-        stop["signal"] = signum
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def evaluate(trainer, tokens: np.ndarray, B: int, T: int, iters: int, seed: int = 1234) -> float:

@@ -7,9 +7,9 @@
     #   --coordinator=HOST0:1234 --num_processes=N --process_id=I  (or JAX_COORDINATOR_ADDRESS/...)
     python scripts/train_gpt2.py --resume ...                                # continue exactly
 
-Settings are `--key=value` for any field of TrainConfig (jaxgpt/train/loop.py: batch, data, evals,
-checkpoints), OptimConfig (jaxgpt/train/config.py: lr, warmup_steps, max_steps, ...) or GPTConfig
-(jaxgpt/config.py, applied to --preset). One log line per step goes to stdout and a CSV row to
+Settings are `--key=value` for any field of TrainConfig (jaxgpt/common/loop.py: batch, data, evals,
+checkpoints), OptimConfig (jaxgpt/common/schedule.py: lr, warmup_steps, max_steps, ...) or GPTConfig
+(jaxgpt/common/config.py, applied to --preset). One log line per step goes to stdout and a CSV row to
 OUT_DIR/train_log.csv; checkpoints go to OUT_DIR/checkpoints/step_*/; the final model to OUT_DIR/hf.
 Exit codes: 0 done, 1 bad input (message, nothing overwritten), 3 non-finite loss, 128+N signal N.
 """
@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from jaxgpt.config import GPTConfig, get_preset, override
-from jaxgpt.data.loader import ShardLoader
-from jaxgpt.train.config import OptimConfig
-from jaxgpt.train.loop import Runtime, Stop, TrainConfig, grad_accum_steps, run
+from jaxgpt.common.config import GPTConfig, get_preset, override
+from jaxgpt.common.data.loader import ShardLoader
+from jaxgpt.common.loop import Runtime, Stop, TrainConfig, grad_accum_steps, run
+from jaxgpt.common.schedule import OptimConfig
 
 FRAMEWORKS = ("jax", "torch")
 
@@ -101,7 +101,7 @@ def jax_runtime(cfg: TrainConfig, model_cfg: GPTConfig, optim: OptimConfig, args
                       attn_impl="cudnn" if gpu and cfg.dtype == "bfloat16" else None)
     hellaswag = None
     if cfg.hellaswag_file and cfg.hellaswag_every:
-        from jaxgpt.data.hellaswag import load_examples
+        from jaxgpt.common.data.hellaswag import load_examples
         from jaxgpt.eval.hellaswag import evaluate_hellaswag
 
         examples = load_examples(cfg.hellaswag_file, cfg.hellaswag_limit or None)
@@ -129,7 +129,7 @@ def torch_runtime(cfg: TrainConfig, model_cfg: GPTConfig, optim: OptimConfig, ar
                       compile=cfg.compile)
     hellaswag = None
     if cfg.hellaswag_file and cfg.hellaswag_every:
-        from jaxgpt.data.hellaswag import load_examples
+        from jaxgpt.common.data.hellaswag import load_examples
         from torchref.eval.hellaswag import evaluate_hellaswag
 
         examples = load_examples(cfg.hellaswag_file, cfg.hellaswag_limit or None)

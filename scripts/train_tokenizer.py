@@ -5,7 +5,7 @@
 
 The last --holdout fraction of the input (cut at a line boundary) is not trained on; the script
 reports the compression (UTF-8 bytes per token) on it. It refuses to overwrite an existing
-PREFIX.model unless --force is given. Library code: jaxgpt/tokenizer.
+PREFIX.model unless --force is given. Library code: jaxgpt/common/tokenizer.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
-from jaxgpt.tokenizer import RegexTokenizer
+from jaxgpt.common.tokenizer import RegexTokenizer
 
 
 def read_inputs(paths: list[str], max_bytes: int | None) -> list[str]:

@@ -1,4 +1,4 @@
-"""The straightforward minbpe-style trainer: the oracle for jaxgpt.tokenizer.trainer.
+"""The straightforward minbpe-style trainer: the oracle for jaxgpt.common.tokenizer.trainer.
 
 Per merge it recounts every pair of every chunk (O(corpus x merges)), exactly like
 minbpe's RegexTokenizer.train, except for the tie-break: among equally frequent pairs it picks
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import regex
 
-from jaxgpt.tokenizer.base import get_stats, merge
+from jaxgpt.common.tokenizer.base import get_stats, merge
 
 
 def reference_train(text: str, vocab_size: int, pattern: str) -> list[tuple[int, int]]:

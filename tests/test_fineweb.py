@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, data_file, tiktoken_encoding
-from jaxgpt.data import fineweb
-from jaxgpt.data.fineweb import EOT, ShardConfig, build_shards, expand_files, file_sha256, shard_name
+from jaxgpt.common.data import fineweb
+from jaxgpt.common.data.fineweb import EOT, ShardConfig, build_shards, expand_files, file_sha256, shard_name
 
 SHARD = 100_000  # ~8 shards from 2 MB: boundaries fall inside documents
 
@@ -100,7 +100,7 @@ def test_interrupted_run_resumes_byte_identical(corpus, reference, tmp_path):
 # stand-in for a kill -9 at the worst moment.
 KILLED_CHILD = """
 import os, signal, sys
-from jaxgpt.data import fineweb
+from jaxgpt.common.data import fineweb
 writes = 0
 original = fineweb._HashingWriter.write
 def write(self, b):

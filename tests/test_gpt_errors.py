@@ -20,9 +20,9 @@ import torch
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from jaxgpt.config import PRESETS, GPTConfig
+from jaxgpt.common.config import PRESETS, GPTConfig
+from jaxgpt.common.weights import check_weights, expected_shapes, load_hf_dir
 from jaxgpt.gpt import GPT as JaxGPT
-from jaxgpt.weights import check_weights, expected_shapes, load_hf_dir
 from torchref.gpt import GPT as TorchGPT
 
 TINY = PRESETS["tiny"]  # block 16, vocab 99, 2 layers, 4 heads, n_embd 32

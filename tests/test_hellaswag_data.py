@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import data_file, tiktoken_encoding
-from jaxgpt.data import hellaswag as hs
+from jaxgpt.common.data import hellaswag as hs
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, data_file, tiktoken_encoding
-from jaxgpt.config import GPTConfig
+from jaxgpt.common.config import GPTConfig
 
 SCRIPT = ROOT / "scripts" / "hellaswag.py"
 
@@ -64,7 +64,7 @@ def save_checkpoint(trainer, run: Path, step: int) -> None:
     """What the GPT-2 training loop writes: RUN/checkpoints/step_XXXXXXXX/ (meta.json + state)."""
     import dataclasses
 
-    from jaxgpt.train.checkpoint import CheckpointDir
+    from jaxgpt.common.checkpoint import CheckpointDir
 
     meta = {"framework": trainer.framework,
             "config": {"model": trainer.config.to_dict(), "optim": dataclasses.asdict(trainer.optim)}}
@@ -73,7 +73,7 @@ def save_checkpoint(trainer, run: Path, step: int) -> None:
 
 def test_cli_jax_checkpoint_and_torch_export_give_the_same_predictions(tmp_path, sample, capsys):
     """In-process, so the JAX side shards over the 8 simulated devices (a mesh) as on a multi-GPU host."""
-    from jaxgpt.train.config import OptimConfig
+    from jaxgpt.common.schedule import OptimConfig
     from jaxgpt.train.trainer import Trainer
 
     cli = import_cli()
@@ -96,7 +96,7 @@ def test_cli_jax_checkpoint_and_torch_export_give_the_same_predictions(tmp_path,
 
 
 def test_cli_torch_checkpoint_run_dir_and_its_hf_export(tmp_path, sample, capsys):
-    from jaxgpt.train.config import OptimConfig
+    from jaxgpt.common.schedule import OptimConfig
     from torchref.train.trainer import Trainer
 
     cli = import_cli()
@@ -145,7 +145,7 @@ CHILD = r"""
 import json, os, sys
 framework, rank, port, model_dir, data, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
 import tiktoken
-from jaxgpt.data.hellaswag import load_examples
+from jaxgpt.common.data.hellaswag import load_examples
 
 class ModEnc:  # gpt2 ids folded into a 512-id vocabulary: a cheap head, rows as real as the sample's
     enc = tiktoken.get_encoding("gpt2")
@@ -197,7 +197,7 @@ def test_two_processes_give_every_process_the_one_process_numbers(framework, mod
         def encode(self, text: str) -> list[int]:
             return [t % 512 for t in enc.encode(text)]
 
-    from jaxgpt.data.hellaswag import load_examples
+    from jaxgpt.common.data.hellaswag import load_examples
     from jaxgpt.eval import hellaswag as jhs
     from jaxgpt.gpt import GPT
 

@@ -1,4 +1,4 @@
-"""Import isolation: framework-free modules import neither jax nor torch, torchref never imports jax.
+"""Import isolation: jaxgpt/common imports neither jax nor torch, torchref never imports jax.
 
 Each check runs in a fresh interpreter whose `sys.meta_path` starts with a finder that raises
 ImportError for the forbidden top-level packages, exactly as if they were not installed. A
@@ -9,6 +9,7 @@ error) is reported with the import that was refused.
 from __future__ import annotations
 
 import pkgutil
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,19 +18,15 @@ from pathlib import Path
 import pytest
 
 import jaxgpt
-import jaxgpt.data
-import jaxgpt.tokenizer
+import jaxgpt.common
 import torchref
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Written once under jaxgpt/ and imported by both sides, so they must not need either framework.
-# Every module of the data and tokenizer packages is listed, including ones added later.
-FRAMEWORK_FREE = [
-    "jaxgpt", "jaxgpt.config", "jaxgpt.weights", "jaxgpt.train", "jaxgpt.train.config", "jaxgpt.train.metrics",
-    "jaxgpt.tokenizer", *(f"jaxgpt.tokenizer.{m.name}" for m in pkgutil.iter_modules(jaxgpt.tokenizer.__path__)),
-    "jaxgpt.data", *(f"jaxgpt.data.{m.name}" for m in pkgutil.iter_modules(jaxgpt.data.__path__)),
-]
+# jaxgpt/common/ is written once and imported by both sides, so none of it may need either framework.
+# Every module under it is listed, including ones added later.
+FRAMEWORK_FREE = ["jaxgpt", "jaxgpt.common",
+                  *sorted(m.name for m in pkgutil.walk_packages(jaxgpt.common.__path__, "jaxgpt.common."))]
 # Every module of each side, including ones added later: jaxgpt never needs torch, torchref never jax.
 JAX_SIDE = sorted(m.name for m in pkgutil.walk_packages(jaxgpt.__path__, "jaxgpt."))
 TORCH_SIDE = ["torchref", *sorted(m.name for m in pkgutil.walk_packages(torchref.__path__, "torchref."))]
@@ -93,3 +90,14 @@ def test_the_blocker_itself_works(blocked):
     module = "torchref.gpt" if blocked == ["torch"] else "jaxgpt.gpt"
     with pytest.raises(AssertionError, match="tried to import|blocked"):
         _import_without([module], blocked)
+
+
+def test_torchref_uses_only_the_framework_free_part_of_jaxgpt():
+    """torchref imports from jaxgpt only what lives in jaxgpt/common/: the layout shows the boundary."""
+    bad = []
+    for path in sorted((ROOT / "torchref").rglob("*.py")):
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            m = re.match(r"\s*(?:from|import)\s+(jaxgpt[\w.]*)", line)
+            if m and not (m.group(1) + ".").startswith("jaxgpt.common."):
+                bad.append(f"{path.relative_to(ROOT)}:{lineno}: {line.strip()}")
+    assert not bad, "torchref imports JAX-side modules of jaxgpt (move the code to jaxgpt/common/):\n" + "\n".join(bad)

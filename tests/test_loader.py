@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import data_file
-from jaxgpt.data.fineweb import ShardConfig, build_shards
-from jaxgpt.data.loader import ShardLoader, TokenArrayLoader
+from jaxgpt.common.data.fineweb import ShardConfig, build_shards
+from jaxgpt.common.data.loader import ShardLoader, TokenArrayLoader
 
 VOCAB = 50257
 SIZES = {"val": [500], "train": [900, 700, 1100]}  # different lengths: batches end at different places

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from conftest import data_file
-from jaxgpt.makemore import data
-from jaxgpt.makemore.config import ConfigError, ModelConfig, TrainConfig, get_preset, lr_at
+from jaxgpt.common.makemore import data
+from jaxgpt.common.makemore.config import ConfigError, ModelConfig, TrainConfig, get_preset, lr_at
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -78,7 +78,7 @@ def test_torch_generator_replay(seed):
     """The numpy replay of torch's CPU generator: randperm and randint exact, randn to 2e-6."""
     import torch
 
-    from jaxgpt.makemore.torch_rng import TorchGenerator
+    from jaxgpt.common.makemore.torch_rng import TorchGenerator
 
     g, ours = torch.Generator().manual_seed(seed), TorchGenerator(seed)
     for n in (1, 2, 10, 1000, 70_001):
@@ -182,7 +182,7 @@ def test_lecture_init_replays_the_notebooks_draws(model):
     """lecture_init gives the weights the notebook's torch code draws, then its first minibatch."""
     import torch
 
-    from jaxgpt.makemore.torch_rng import lecture_init
+    from jaxgpt.common.makemore.torch_rng import lecture_init
 
     cfg = get_preset(model).model
     ours, g = lecture_init(cfg)

@@ -1,9 +1,9 @@
-"""jaxgpt/train/metrics.py: parameter counts, FLOPs per token, peak table, MFU."""
+"""jaxgpt/common/metrics.py: parameter counts, FLOPs per token, peak table, MFU."""
 
 import pytest
 
-from jaxgpt.config import PRESETS, GPTConfig
-from jaxgpt.train.metrics import flops_per_token, mfu, num_params, peak_flops
+from jaxgpt.common.config import PRESETS, GPTConfig
+from jaxgpt.common.metrics import flops_per_token, mfu, num_params, peak_flops
 
 
 def test_num_params_gpt2_124m():

@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import sample as sample_cli
 import train_gpt
 
-from jaxgpt.data.poetry import (
+from jaxgpt.common.data.poetry import (
     EOP,
     bits_per_byte,
     build_poetry_data,

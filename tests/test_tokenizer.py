@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import data_file
-from jaxgpt.tokenizer import (
+from jaxgpt.common.tokenizer import (
     GPT4_SPLIT_PATTERN,
     BasicTokenizer,
     RegexTokenizer,
@@ -118,7 +118,7 @@ def test_invalid_utf8_decodes_with_replacement():
 
 
 def test_package_imports_no_framework():
-    code = "import sys, jaxgpt.tokenizer; assert 'jax' not in sys.modules and 'torch' not in sys.modules"
+    code = "import sys, jaxgpt.common.tokenizer; assert 'jax' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import data_file
-from jaxgpt.tokenizer import PATTERNS, RegexTokenizer, count_chunks, load_tokenizer, train_bpe
-from jaxgpt.tokenizer.trainer import _safe_parts
+from jaxgpt.common.tokenizer import PATTERNS, RegexTokenizer, count_chunks, load_tokenizer, train_bpe
+from jaxgpt.common.tokenizer.trainer import _safe_parts
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERLAPS = "aaaa aaa aa a aaaaaaa bbbb abab ababab aabb  aaaa\n\n\naaaa\n  b b  bbbbbbbb 1111 11111 !!!! ...."

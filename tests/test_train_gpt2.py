@@ -16,10 +16,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgpt.config import get_preset
-from jaxgpt.train.checkpoint import CheckpointDir, ConfigMismatch, check_same_config, checkpoint_exists
-from jaxgpt.train.config import OptimConfig
-from jaxgpt.train.loop import grad_accum_steps, read_log
+from jaxgpt.common.checkpoint import CheckpointDir, ConfigMismatch, check_same_config, checkpoint_exists
+from jaxgpt.common.config import get_preset
+from jaxgpt.common.loop import grad_accum_steps, read_log
+from jaxgpt.common.schedule import OptimConfig
 from jaxgpt.train.sharding import fsdp_spec, make_mesh
 from jaxgpt.train.trainer import Trainer
 

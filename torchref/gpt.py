@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jaxgpt.config import GPTConfig, check_sampling_args
-from jaxgpt.weights import load_hf_dir, save_hf_dir
+from jaxgpt.common.config import GPTConfig, check_sampling_args
+from jaxgpt.common.weights import load_hf_dir, save_hf_dir
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (k, v), each (B, n_head, block_size, head_dim)
 

@@ -1,4 +1,4 @@
-"""HellaSwag scoring in JAX: the model-dependent half (rendering and counting live in jaxgpt/data/hellaswag.py).
+"""HellaSwag scoring in JAX: the model-dependent half (rendering and counting live in jaxgpt/common/data/hellaswag.py).
 
 References: karpathy/build-nanogpt `hellaswag.py` (completion-style scoring: GPT-2 124M gets
 acc 0.2859 / acc_norm 0.2955 on the official val set), nanodo (1-D data mesh, batch on
@@ -36,15 +36,15 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxgpt.data.hellaswag import (
+from jaxgpt.common.data.hellaswag import (
     N_ENDINGS,
     Result,
     combine_results,
     iter_batches,
     pack_length,
     pad_token,
-    progress_bar,
     prepare_rendered,
+    progress_bar,
     score_batch,
 )
 from jaxgpt.gpt import GPT, _set_eval

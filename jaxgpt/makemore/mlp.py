@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgpt.makemore.config import ModelConfig
+from jaxgpt.common.makemore.config import ModelConfig
 from jaxgpt.makemore.layers import BatchNorm1d, Embedding, Linear, Sequential, Tanh, cross_entropy
 
 TANH_GAIN = 5 / 3  # Kaiming gain of tanh: keeps the activations' std near 1 through the layer

@@ -17,9 +17,9 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxgpt.common.makemore.config import ModelConfig, TrainConfig, lr_at
 from jaxgpt.makemore.backprop import BackpropMLP
 from jaxgpt.makemore.bigram import BigramCounts, NeuralBigram
-from jaxgpt.makemore.config import ModelConfig, TrainConfig, lr_at
 from jaxgpt.makemore.layers import cross_entropy, load_numpy, named_params, num_params, state_numpy
 from jaxgpt.makemore.mlp import MLP, BatchNormMLP, DeepBatchNormMLP
 from jaxgpt.makemore.rnn import RNN

@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxgpt.train.config import OptimConfig
+from jaxgpt.common.schedule import OptimConfig
 
 
 def lr_schedule(cfg: OptimConfig) -> optax.Schedule:
-    """jnp version of `jaxgpt.train.config.lr_at` (optax passes the 0-based update count)."""
+    """jnp version of `jaxgpt.common.schedule.lr_at` (optax passes the 0-based update count)."""
     min_lr = cfg.lr * cfg.min_lr_ratio
 
     def schedule(step: jax.Array) -> jax.Array:

@@ -12,7 +12,7 @@ batch on `P("data")`, error when the batch does not divide the devices), the Fla
   replicated. This cuts parameter + optimiser memory by the device count (the 350M-1558M presets).
 - Batches are (A, M, T): A accumulation micro-steps of M rows; M is split over "data".
   Each process passes only its own rows (`global_batch`), which is how multi-host data loading
-  works: process p loads its slice (jaxgpt/data/loader.py) and never sees the others' tokens.
+  works: process p loads its slice (jaxgpt/common/data/loader.py) and never sees the others' tokens.
 """
 
 from __future__ import annotations

@@ -35,9 +35,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxgpt.config import GPTConfig
+from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.schedule import OptimConfig
+from jaxgpt.common.weights import save_hf_dir
 from jaxgpt.gpt import GPT
-from jaxgpt.train.config import OptimConfig
 from jaxgpt.train.optimizer import make_optimizer
 from jaxgpt.train.sharding import (
     barrier,
@@ -47,7 +48,6 @@ from jaxgpt.train.sharding import (
     state_shardings,
     to_host,
 )
-from jaxgpt.weights import save_hf_dir
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 

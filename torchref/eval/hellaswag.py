@@ -1,7 +1,7 @@
 """HellaSwag scoring in PyTorch: the mirror of `jaxgpt/eval/hellaswag.py`.
 
 References: karpathy/build-nanogpt `hellaswag.py` (completion-style scoring). Rendering, packing,
-scoring and combining are the framework-free `jaxgpt/data/hellaswag.py`; only the forward pass
+scoring and combining are the framework-free `jaxgpt/common/data/hellaswag.py`; only the forward pass
 (`token_losses`: rows (R, L) -> per-token cross-entropy (R, L-1)) is torch.
 
 Distribution: when torch.distributed is initialised (DDP), rank r scores examples r, r+W, ...
@@ -20,14 +20,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from jaxgpt.data.hellaswag import (
+from jaxgpt.common.data.hellaswag import (
     Result,
     combine_results,
     iter_batches,
     pack_length,
     pad_token,
-    progress_bar,
     prepare_rendered,
+    progress_bar,
     score_batch,
 )
 from torchref.gpt import GPT

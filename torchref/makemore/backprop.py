@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jaxgpt.makemore.config import ModelConfig
+from jaxgpt.common.makemore.config import ModelConfig
 
 EPS = 1e-5
 

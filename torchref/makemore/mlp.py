@@ -10,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-from jaxgpt.makemore.config import ModelConfig
+from jaxgpt.common.makemore.config import ModelConfig
 from torchref.makemore.layers import BatchNorm1d, Embedding, Linear, Sequential, Tanh, cross_entropy
 
 TANH_GAIN = 5 / 3  # Kaiming gain of tanh: keeps the activations' std near 1 through the layer

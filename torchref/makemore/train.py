@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from jaxgpt.makemore.config import ModelConfig, TrainConfig, lr_at
+from jaxgpt.common.makemore.config import ModelConfig, TrainConfig, lr_at
 from torchref.makemore.backprop import BackpropMLP
 from torchref.makemore.bigram import BigramCounts, NeuralBigram
 from torchref.makemore.layers import load_numpy, named_params, num_params, state_numpy

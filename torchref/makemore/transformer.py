@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jaxgpt.makemore.config import ModelConfig
+from jaxgpt.common.makemore.config import ModelConfig
 from torchref.makemore.layers import Embedding, LayerNorm, Linear, cross_entropy
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from jaxgpt.makemore.config import ModelConfig
+from jaxgpt.common.makemore.config import ModelConfig
 from torchref.makemore.layers import (
     BatchNorm1d,
     Embedding,

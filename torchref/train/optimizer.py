@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from jaxgpt.train.config import OptimConfig, lr_at
+from jaxgpt.common.schedule import OptimConfig, lr_at
 
 
 def make_optimizer(model: torch.nn.Module, cfg: OptimConfig, fused: bool | None = None) -> torch.optim.AdamW:

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from jaxgpt.config import GPTConfig
-from jaxgpt.train.config import OptimConfig
-from jaxgpt.weights import save_hf_dir
+from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.schedule import OptimConfig
+from jaxgpt.common.weights import save_hf_dir
 from torchref.gpt import GPT
 from torchref.train.optimizer import make_optimizer, optimizer_step
 from torchref.train.sharding import barrier, is_distributed, mean_across

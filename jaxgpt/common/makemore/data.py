@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxgpt.data import cache_dir, download
-from jaxgpt.makemore.torch_rng import TorchGenerator
+from jaxgpt.common.data import cache_dir, download
+from jaxgpt.common.makemore.torch_rng import TorchGenerator
 
 CHARS = "." + "abcdefghijklmnopqrstuvwxyz"
 STOI = {c: i for i, c in enumerate(CHARS)}

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxgpt.tokenizer.base import Tokenizer
+from jaxgpt.common.tokenizer.base import Tokenizer
 
 EOP = "<|endofpoem|>"  # end-of-poem special token, the separator of the token stream
 HF_DATASET = "manu/french_poetry"
@@ -186,7 +186,7 @@ def split_poems(poems: Sequence[str], val_fraction: float = 0.1, seed: int = 0) 
 def train_tokenizer(train_poems: Sequence[str], vocab_size: int, *, pattern: str = "gpt4",
                     verbose: bool = False) -> Tokenizer:
     """Our byte-level BPE trained on the training poems, with EOP as its last id (vocab_size counts it)."""
-    from jaxgpt.tokenizer.regex import RegexTokenizer
+    from jaxgpt.common.tokenizer.regex import RegexTokenizer
 
     tok = RegexTokenizer(pattern)
     tok.register_special_tokens([EOP])
@@ -202,7 +202,7 @@ def encode_poems(tok: Tokenizer, poems: Sequence[str], num_workers: int = 1) -> 
     """
     if EOP not in tok.special_tokens:
         raise ValueError(f"the tokenizer has no {EOP!r} special token; train it with "
-                         "jaxgpt.data.poetry.train_tokenizer or register the token before training")
+                         "jaxgpt.common.data.poetry.train_tokenizer or register the token before training")
     eop = tok.special_tokens[EOP]
     if hasattr(tok, "encode_batch"):
         parts = tok.encode_batch(poems, num_workers=num_workers, disallowed_special=())

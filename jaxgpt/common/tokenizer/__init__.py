@@ -1,6 +1,6 @@
 """Framework-free byte-level BPE tokenizers (minbpe-shaped, checked against tiktoken).
 
-    from jaxgpt.tokenizer import RegexTokenizer, load_tokenizer, GPT2Tokenizer, GPT4Tokenizer
+    from jaxgpt.common.tokenizer import RegexTokenizer, load_tokenizer, GPT2Tokenizer, GPT4Tokenizer
 
 - `BasicTokenizer`: BPE on raw bytes (basic.py).
 - `RegexTokenizer`: BPE inside GPT-2 / GPT-4 / custom regex chunks, special tokens (regex.py).

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxgpt.config import GPTConfig
-from jaxgpt.data import cache_dir, download
+from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.data import cache_dir, download
 
 HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 N_ENDINGS = 4
@@ -314,7 +314,7 @@ def prepare_rendered(examples_or_path: Any, config: GPTConfig, limit: int | None
         rendered = [render_example(ex, enc, config.block_size, pad_id) for ex in items]
     else:
         raise TypeError("examples_or_path must be a file path, or a list of Example or Rendered from "
-                        "jaxgpt.data.hellaswag (load_examples / render_example)")
+                        "jaxgpt.common.data.hellaswag (load_examples / render_example)")
     # Inside a jitted forward an out-of-range id would be clamped silently: check on the host, where it is cheap.
     top = max(int(r.tokens.max()) for r in rendered)
     if top >= config.vocab_size:

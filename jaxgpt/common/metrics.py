@@ -24,8 +24,8 @@ Used by `scripts/bench.py` and the training loop; imports neither jax nor torch.
 
 from __future__ import annotations
 
-from jaxgpt.config import GPTConfig
-from jaxgpt.weights import expected_shapes
+from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.weights import expected_shapes
 
 # Dense bf16 peak FLOP/s. Matched against the device name in order (first match wins), so the
 # PCIe H100 is listed before the generic H100 (the SXM part reports e.g. "NVIDIA H100 80GB HBM3").

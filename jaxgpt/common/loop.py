@@ -15,28 +15,35 @@ Nothing here imports jax or torch; the framework-specific parts come in through 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jaxgpt.config import GPTConfig
-from jaxgpt.train.checkpoint import CheckpointDir, check_same_config, check_writable
-from jaxgpt.train.config import OptimConfig, lr_at
-from jaxgpt.train.metrics import mfu
+from jaxgpt.common.checkpoint import CheckpointDir, check_same_config, check_writable
+from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.metrics import mfu
+from jaxgpt.common.runlog import (  # noqa: F401 - Stop and read_log are part of the loop API
+    EXIT_DIVERGED,
+    CsvLog,
+    Stop,
+    exit_code_for_signal,
+    plot_log,
+    read_log,
+    stop_on_signal,
+)
+from jaxgpt.common.schedule import OptimConfig, lr_at
 
 CSV_FIELDS = ("step", "loss", "lr", "grad_norm", "dt_ms", "tok_per_s", "mfu", "val_loss", "hellaswag_acc_norm")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    preset: str = "gpt2-124m"  # model preset (jaxgpt/config.py)
+    preset: str = "gpt2-124m"  # model preset (jaxgpt/common/config.py)
     padded_vocab: int = 50304  # embedding/head rows (tensor-core friendly); 0 = no padding
     data_dir: str = "data/edu_fineweb10B"  # *_train_*.npy / *_val_*.npy uint16 shards (scripts/fineweb.py)
     out_dir: str = "out/gpt2"  # checkpoints, train_log.csv, curves.png, the final HF export
@@ -102,7 +109,7 @@ class Runtime:
     process_index: int  # this process (0 = primary: writes logs, meta, exports)
     num_processes: int
     n_devices: int  # devices (JAX) or ranks (torch) over all processes
-    device_name: str  # for the MFU peak (jaxgpt/train/metrics.py)
+    device_name: str  # for the MFU peak (jaxgpt/common/metrics.py)
     barrier: Callable[[], None]
     fetch: Callable[[Any], float]  # device scalar -> float (waits)
     hellaswag: Callable[[], float] | None = None  # -> acc_norm
@@ -111,14 +118,6 @@ class Runtime:
     # step n-1's metrics after dispatching step n. False (torch on CPU): each step is logged at once.
     async_dispatch: bool = True
     log: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
-
-
-class Stop(Exception):
-    """An orderly stop (signal) or a failure (NaN), with the message and exit code for the CLI."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def run(cfg: TrainConfig, model_cfg: GPTConfig, optim: OptimConfig, rt: Runtime, train_loader: Any,
@@ -153,8 +152,9 @@ def run(cfg: TrainConfig, model_cfg: GPTConfig, optim: OptimConfig, rt: Runtime,
                          "that run, or choose another --out_dir (nothing was overwritten)")
 
     log_path = out / "train_log.csv"
+    log = CsvLog(log_path, CSV_FIELDS)
     if primary:
-        _truncate_log(log_path, start)
+        log.start(start)
     tokens_per_step = cfg.total_batch_tokens
 
     def checkpoint(step: int) -> None:
@@ -173,17 +173,11 @@ def run(cfg: TrainConfig, model_cfg: GPTConfig, optim: OptimConfig, rt: Runtime,
             msg += f" | hellaswag acc_norm {row['hellaswag_acc_norm']:.4f}"
         rt.log(msg)
         if primary:
-            _append_log(log_path, row)
+            log.append(row)
             if cfg.plot:
                 plot_log(log_path, out / "curves.png")
         return row
 
-    stop: dict[str, int | None] = {"signal": None}
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop["signal"] = signum  # finish the step in flight, save, exit
-
-    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     pending: tuple[int, Any, Any] | None = None  # (step, loss, norm) dispatched but not yet fetched
     t_last = time.perf_counter()
 
@@ -201,7 +195,7 @@ def run(cfg: TrainConfig, model_cfg: GPTConfig, optim: OptimConfig, rt: Runtime,
             last = ckpts.steps()
             raise Stop(f"loss is {loss} at step {step}; stopping without saving. The last good checkpoint is "
                        f"{ckpts.path(last[-1]) if last else 'none (no checkpoint was written yet)'}; resume from it "
-                       "with a lower --lr or a longer --warmup_steps", 3)
+                       "with a lower --lr or a longer --warmup_steps", EXIT_DIVERGED)
         tps = tokens_per_step / dt
         m = mfu(tps, model_cfg, cfg.seq_len, rt.device_name, rt.n_devices)
         row = {"step": step, "loss": loss, "lr": lr_at(step, optim), "grad_norm": norm, "dt_ms": dt * 1e3,
@@ -209,9 +203,9 @@ def run(cfg: TrainConfig, model_cfg: GPTConfig, optim: OptimConfig, rt: Runtime,
         rt.log(f"step {step:6d} | loss {loss:.6f} | lr {row['lr']:.4e} | norm {norm:.4f} | dt {dt * 1e3:.1f}ms | "
                f"tok/s {tps:,.0f} | MFU {'n/a' if m is None else f'{100 * m:.1f}%'}")
         if primary:
-            _append_log(log_path, row)
+            log.append(row)
 
-    try:
+    with stop_on_signal() as stop:
         for step in range(start, optim.max_steps):
             if step > start and step % max(cfg.val_every, 1) == 0 and cfg.val_every:
                 flush()
@@ -237,7 +231,7 @@ def run(cfg: TrainConfig, model_cfg: GPTConfig, optim: OptimConfig, rt: Runtime,
                 flush()
                 checkpoint(step + 1)
                 raise Stop(f"stopped by signal {stop['signal']} after step {step}; checkpoint saved in "
-                           f"{ckpts.path(step + 1)}; continue with --resume", 128 + int(stop["signal"]))
+                           f"{ckpts.path(step + 1)}; continue with --resume", exit_code_for_signal(stop["signal"]))
         flush()
         final = evaluate(optim.max_steps, final=True)
         if not ckpts.steps() or ckpts.steps()[-1] != optim.max_steps:
@@ -246,64 +240,3 @@ def run(cfg: TrainConfig, model_cfg: GPTConfig, optim: OptimConfig, rt: Runtime,
             trainer.save_hf(out / "hf")
             rt.log(f"exported the model as a Hugging Face GPT-2 directory: {out / 'hf'}")
         return {"step": optim.max_steps, **final}
-    finally:
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
-
-
-def _truncate_log(path: Path, start: int) -> None:
-    """Start the CSV afresh, or (resume) drop rows at or after `start`: they are about to be redone."""
-    rows = []
-    if start and path.exists():
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) < start]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, CSV_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-
-
-def _append_log(path: Path, row: dict) -> None:
-    with open(path, "a", newline="") as f:
-        csv.DictWriter(f, CSV_FIELDS).writerow({k: ("" if row.get(k) is None else _fmt(row.get(k))) for k in CSV_FIELDS})
-
-
-def _fmt(v: Any) -> str:
-    return repr(v) if isinstance(v, float) else str(v)  # repr: floats round-trip exactly
-
-
-def read_log(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
-
-
-def plot_log(csv_path: Path, png_path: Path) -> None:
-    """Curves of a train_log.csv: train/val loss, HellaSwag, lr and grad norm (matplotlib, no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_log(csv_path)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    train = [r for r in rows if "loss" in r]
-    val = [r for r in rows if "val_loss" in r]
-    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label="train", lw=0.8)
-    axes[0].plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val")
-    axes[0].set(xlabel="step", ylabel="loss (nats/token)", title="loss")
-    axes[0].legend()
-    hs = [r for r in rows if "hellaswag_acc_norm" in r]
-    axes[1].plot([r["step"] for r in hs], [r["hellaswag_acc_norm"] for r in hs], "o-")
-    axes[1].axhline(0.2955, ls="--", c="gray", label="GPT-2 124M (OpenAI)")
-    axes[1].set(xlabel="step", ylabel="acc_norm", title="HellaSwag")
-    axes[1].legend()
-    axes[2].plot([r["step"] for r in train], [r["lr"] for r in train], label="lr")
-    ax2 = axes[2].twinx()
-    ax2.plot([r["step"] for r in train], [r["grad_norm"] for r in train], c="C1", lw=0.5, label="grad norm")
-    axes[2].set(xlabel="step", title="lr (left), grad norm (right)")
-    fig.tight_layout()
-    tmp = png_path.with_name(png_path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(png_path)
-

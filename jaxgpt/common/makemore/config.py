@@ -11,8 +11,8 @@ import functools
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from jaxgpt.train.config import OptimConfig
-from jaxgpt.train.config import lr_at as warmup_cosine
+from jaxgpt.common.schedule import OptimConfig
+from jaxgpt.common.schedule import lr_at as warmup_cosine
 
 VOCAB_SIZE = 27  # '.' (start/end of a name) + a..z
 

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from jaxgpt.makemore.config import ModelConfig
+from jaxgpt.common.makemore.config import ModelConfig
 
 
 class TorchGenerator:

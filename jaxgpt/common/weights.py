@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxgpt.config import GPTConfig
+from jaxgpt.common.config import GPTConfig
 
 # HF Conv1D layers keep (in, out) weights: these are the keys to transpose.
 _CONV1D = re.compile(r"transformer\.h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")

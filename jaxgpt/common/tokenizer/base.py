@@ -258,7 +258,7 @@ class Tokenizer:
             raise ValueError(
                 "this tokenizer's ids are not 0..255 bytes followed by merges (e.g. it was built from "
                 "tiktoken ranks), which the minbpe v1 format cannot store; rebuild it with "
-                "jaxgpt.tokenizer.from_tiktoken(...) instead of saving it")
+                "jaxgpt.common.tokenizer.from_tiktoken(...) instead of saving it")
         if "\n" in self.pattern or "\r" in self.pattern:
             raise ValueError("the split pattern contains a literal newline; write it as \\n in the regex")
         if bad := [s for s in self.special_tokens if "\n" in s or "\r" in s]:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxgpt.data.loader import check_shard_file
+from jaxgpt.common.data.loader import check_shard_file
 
 EOT = 50256  # <|endoftext|> in the gpt2 encoding: the document separator
 SHARD_PREFIX = "edufineweb"  # build-nanogpt's shard names, so its loader reads ours and vice versa

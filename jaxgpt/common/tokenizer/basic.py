@@ -40,7 +40,7 @@ class BasicTokenizer(Tokenizer):
     def _check_model(self, model_file: str | Path, pattern: str, special: dict[str, int]) -> None:
         if pattern or special:  # we would silently ignore them and encode differently
             raise ValueError(f"{model_file} has a split pattern or special tokens, which BasicTokenizer "
-                             "ignores; load it with jaxgpt.tokenizer.load_tokenizer (or RegexTokenizer)")
+                             "ignores; load it with jaxgpt.common.tokenizer.load_tokenizer (or RegexTokenizer)")
 
     def encode(self, text: str) -> list[int]:
         """text -> ids (lone surrogates become U+FFFD, as in tiktoken)."""
