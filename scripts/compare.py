@@ -41,9 +41,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, also when imported by tests
 from sidebyside import make_trainer
-from train_gpt import apply_overrides, recipe_for
+from train_gpt import recipe_for
 
-from jaxgpt.common.config import PRESETS
+from jaxgpt.common.config import PRESETS, apply_overrides
 from jaxgpt.common.data.poetry import HF_DATASET
 
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling module, also when imported by tests
 from sidebyside import FRAMEWORKS, checkpoint_exists, make_trainer, save_atomic
 
-from jaxgpt.common.config import GPTConfig, get_preset, override
+from jaxgpt.common.config import GPTConfig, apply_overrides, get_preset
 from jaxgpt.common.data.loader import TokenArrayLoader
 from jaxgpt.common.data.poetry import EOP, HF_DATASET, PoetryData, build_poetry_data
 from jaxgpt.common.runlog import stop_on_signal
@@ -64,20 +64,6 @@ RECIPES: dict[str, tuple[RunConfig, OptimConfig]] = {
 
 def recipe_for(preset: str) -> tuple[RunConfig, OptimConfig]:
     return RECIPES.get(preset, (RunConfig(), OptimConfig(lr=1e-3, warmup_steps=100, max_steps=1000)))
-
-
-def apply_overrides(cfgs: list, args: list[str]) -> list:
-    """Route each --key=value to the one dataclass that has the field (GPTConfig, RunConfig, OptimConfig)."""
-    routed: list[list[str]] = [[] for _ in cfgs]
-    for arg in args:
-        key = arg[2:].split("=", 1)[0].replace("-", "_") if arg.startswith("--") else ""
-        owners = [i for i, c in enumerate(cfgs) if key in {f.name for f in dataclasses.fields(c)}]
-        if not owners:
-            valid = sorted({f.name for c in cfgs for f in dataclasses.fields(c)})
-            raise ValueError(f"unknown option {arg!r}; valid --key=value options: {', '.join(valid)}")
-        routed[owners[0]].append(arg)
-    # all of a dataclass's overrides at once, so e.g. --max_steps=30 --warmup_steps=5 validates together
-    return [override(c, a) if a else c for c, a in zip(cfgs, routed)]
 
 
 def normalized(configs: dict) -> dict:

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import typing
 from typing import Any
 
 import numpy as np
 
-from jaxgpt.common.config import GPTConfig, get_preset, override
+from jaxgpt.common.config import GPTConfig, apply_overrides, get_preset
 from jaxgpt.common.data.loader import ShardLoader
 from jaxgpt.common.loop import Runtime, Stop, TrainConfig, grad_accum_steps, run
 from jaxgpt.common.schedule import OptimConfig
@@ -31,27 +30,10 @@ from jaxgpt.common.schedule import OptimConfig
 FRAMEWORKS = ("jax", "torch")
 
 
-def split_overrides(overrides: list[str]) -> tuple[list[str], list[str], list[str]]:
-    """Route each --key=value to the dataclass that has the field: TrainConfig, OptimConfig, GPTConfig."""
-    groups: tuple[list[str], list[str], list[str]] = ([], [], [])
-    classes = (TrainConfig, OptimConfig, GPTConfig)
-    for arg in overrides:
-        key = arg[2:].split("=", 1)[0].replace("-", "_") if arg.startswith("--") and "=" in arg else None
-        for group, cls in zip(groups, classes):
-            if key in typing.get_type_hints(cls):
-                group.append(arg)
-                break
-        else:
-            known = sorted(set().union(*(typing.get_type_hints(c) for c in classes)))
-            raise ValueError(f"unknown option {arg!r}; options are --key=value with key one of: {', '.join(known)}")
-    return groups
-
-
 def build_configs(overrides: list[str]) -> tuple[TrainConfig, GPTConfig, OptimConfig]:
-    t_args, o_args, m_args = split_overrides(overrides)
-    cfg = override(TrainConfig(), t_args)
-    optim = override(OptimConfig(), o_args)
-    model_cfg = cfg.model_config(override(get_preset(cfg.preset), m_args))
+    preset = next((a.split("=", 1)[1] for a in overrides if a.startswith("--preset=")), TrainConfig.preset)
+    cfg, optim, model_cfg = apply_overrides([TrainConfig(), OptimConfig(), get_preset(preset)], overrides)
+    model_cfg = cfg.model_config(model_cfg)
     return cfg, model_cfg, optim
 
 

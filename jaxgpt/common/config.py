@@ -10,12 +10,15 @@ Presets are small named objects; `override()` applies type-checked `--key=value`
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 ACTIVATIONS = ("gelu_tanh", "relu")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -121,11 +124,18 @@ PRESETS: dict[str, GPTConfig] = {
 }
 
 
-def get_preset(name: str) -> GPTConfig:
+def lookup(registry: Mapping[str, T], name: str, kind: str = "preset") -> T:
+    """`registry[name]`, or a ValueError listing the names there are (every registry of presets uses it)."""
     try:
-        return PRESETS[name]
+        return registry[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(sorted(PRESETS))}") from None
+        close = difflib.get_close_matches(name, list(registry), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown {kind} {name!r}{hint}; available: {', '.join(sorted(registry))}") from None
+
+
+def get_preset(name: str) -> GPTConfig:
+    return lookup(PRESETS, name, "model preset")
 
 
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None, vocab_size: int, *,
@@ -142,9 +152,6 @@ def check_sampling_args(temperature: float, top_k: int | None, top_p: float | No
         raise ValueError(f"top_k={top_k} must be in [1, vocab_size={vocab_size}]")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p={top_p} must be in (0, 1]")
-
-
-T = TypeVar("T")
 
 
 def _coerce(raw: str, typ: Any, key: str) -> Any:
@@ -197,3 +204,32 @@ def override(cfg: T, args: list[str]) -> T:
             raise ValueError(f"unknown option --{key} for {type(cfg).__name__}; valid keys: {', '.join(sorted(hints))}")
         changes[key] = _coerce(raw, hints[key], key)
     return dataclasses.replace(cfg, **changes)
+
+
+def apply_overrides(cfgs: Sequence[Any], args: Sequence[str]) -> list[Any]:
+    """Route each `--key=value` to the one dataclass in `cfgs` that has the field, then apply them.
+
+    The one override router of every script: keys may use '-' or '_'; a key that no dataclass has
+    is an error listing the valid keys (with the closest one), a key that several have is an error
+    (the configs must not share field names), and each dataclass gets all of its overrides at once,
+    so e.g. --max_steps=30 --warmup_steps=5 is validated together.
+
+    >>> [c.n_layer for c in apply_overrides([GPTConfig()], ["--n-layer=2"])]
+    [2]
+    """
+    fields = [{f.name for f in dataclasses.fields(c)} for c in cfgs]
+    routed: list[list[str]] = [[] for _ in cfgs]
+    for arg in args:
+        if not arg.startswith("--") or "=" not in arg:
+            raise ValueError(f"option {arg!r} is not of the form --key=value")
+        key = arg[2:].split("=", 1)[0].replace("-", "_")
+        owners = [i for i, names in enumerate(fields) if key in names]
+        if not owners:
+            valid = sorted(set().union(*fields))
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean --{close[0]}?)" if close else ""
+            raise ValueError(f"unknown option --{key}{hint}; valid --key=value options: {', '.join(valid)}")
+        if len(owners) > 1:
+            raise ValueError(f"--{key} is ambiguous: it is a field of {[type(cfgs[i]).__name__ for i in owners]}")
+        routed[owners[0]].append(arg)
+    return [override(c, a) if a else c for c, a in zip(cfgs, routed)]
