@@ -1,24 +1,42 @@
-"""Checkpoint directories, framework-free (shared by the JAX and torch trainers; no jax, no torch).
+"""Checkpoints, framework-free: atomic run folders of named training states (no jax, no torch here).
 
-A checkpoint is a directory whose framework-specific files (orbax arrays, or torch.save's
-state.pt) are written by the trainer, plus `meta.json` written LAST by this module. meta.json
-holds the run's JSON metadata (step, data-loader position, config, ...) and a manifest of every
-other file with its size, so a checkpoint is *complete* exactly when meta.json parses and every
-listed file is there with its size (a crash mid-write, a truncated copy or a deleted file all fail).
+A checkpoint is a directory `RUN/checkpoints/step_XXXXXXXX/` holding the trainer's state, plus
+`meta.json` written LAST by this module. meta.json holds the run's JSON metadata (step, framework,
+state format, data-loader position, config) and a manifest of every other file with its size, so a
+checkpoint is *complete* exactly when meta.json parses and every listed file is there with its
+size (a crash mid-write, a truncated copy or a deleted file all fail).
 
-Writes are atomic: everything goes into a hidden temporary directory beside the target, which
-is renamed into place only when complete. An interrupted save therefore never damages the
-previous checkpoint, and a reader never sees half a checkpoint.
+**The state, by name** (the same names and layouts in both frameworks; `load_train_state_numpy` /
+`train_state_numpy` of either Trainer take and give this flat dict of numpy arrays):
 
-Two layouts:
-- one directory, replaced on each save (`save_atomic`, `checkpoint_exists`): the poetry stage;
-- a run folder of `step_00001234/` directories keeping the last K (`CheckpointDir`): GPT-2. On
-  resume the newest complete one is used; an incomplete or unreadable newest one is skipped with
-  a message naming it, and the previous one is used (never deleted: it may be inspected).
+    params/<name>     every parameter: the weight table's name and torch layout (jaxgpt/common/weights.py),
+                      e.g. params/transformer.h.0.attn.c_attn.weight (3C, C), fp32
+    opt/mu/<name>     AdamW's first moment of that parameter (same shape and layout)
+    opt/nu/<name>     AdamW's second moment
+    step              int64 scalar: optimiser steps taken (the schedule and AdamW's bias correction)
+    rng/...           the dropout RNG, framework-specific: JAX rng/<module path>.rngs.key (raw uint32 key
+                      data) and .count; torch rng/cpu (and rng/cuda), torch.get_rng_state()'s bytes
 
-Multi-process runs: every process calls `save` (the trainer's writer may be collective, e.g.
-orbax's); only the primary process writes meta.json, renames and prunes; `barrier` (a callable)
-keeps the others from racing ahead of the rename.
+On disk: JAX writes this tree with orbax into `state/` (format "orbax-named-v1": nested as
+{"params": {name: array}, "opt": {"mu": ..., "nu": ...}, "rng": ..., "step": ...}, each array
+sharded as in training, so multi-host saves are collective); torch writes `state.safetensors`
+(format "safetensors-named-v1", flat keys as above), which numpy reads without torch. A checkpoint
+resumes in the other framework: parameters, AdamW moments, step and data position cross over
+exactly; the dropout RNG stream cannot (the two frameworks draw differently) and restarts from the
+run's seed, which changes nothing when dropout is 0. Checkpoints written before this layout
+(orbax leaves keyed "00000", ..., or torch.save's state.pt) are refused, saying what to do.
+
+Writes are atomic: everything goes into a hidden temporary directory beside the target, which is
+renamed into place only when complete. An interrupted save therefore never damages the previous
+checkpoint, and a reader never sees half a checkpoint. With an asynchronous writer (JAX
+`--async_checkpoint`: `write` returns a handle with `wait()`), the rename and meta.json happen in
+`commit()`, after the background write has finished: the same completeness guarantee, later.
+
+`CheckpointDir` keeps the last K; on resume the newest complete one is used; an incomplete or
+unreadable newest one is skipped with a message naming it, and the previous one is used (never
+deleted: it may be inspected). Multi-process runs: every process calls `save` (the writer may be
+collective, e.g. orbax's); only the primary process writes meta.json, renames and prunes;
+`barrier` (a callable) keeps the others from racing ahead of the rename.
 """
 
 from __future__ import annotations
@@ -33,7 +51,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 META = "meta.json"
+ORBAX_FORMAT = "orbax-named-v1"  # JAX: the named tree in state/ (jaxgpt/train/trainer.py)
+SAFETENSORS_FORMAT = "safetensors-named-v1"  # torch: state.safetensors
+SAFETENSORS_FILE = "state.safetensors"
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 
@@ -95,12 +118,47 @@ def check_writable(directory: Path) -> None:
                          "pick another --out / --ckpt_dir or fix its permissions") from None
 
 
-def save_atomic(directory: Path, write: Callable[[Path], None], meta: dict[str, Any] | None = None, *,
-                is_primary: bool = True, barrier: Callable[[], None] = lambda: None) -> Path:
-    """Let `write(tmp)` fill a temp directory, add meta.json, rename it to `directory` (replacing it).
+class ConfigMismatch(ValueError):
+    """A checkpoint that belongs to another run (configuration, format): never skipped silently."""
 
-    `meta` lives in the same directory as the arrays, so the model state and, e.g., the position
-    in the data can never come from two different saves.
+
+def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Fields that differ between two (nested) config dicts, as 'name: old -> new' (the one config diff).
+
+    >>> config_diff({"optim": {"lr": 1e-3}, "seed": 0}, {"optim": {"lr": 2e-3}, "seed": 0})
+    ['optim.lr: 0.001 -> 0.002']
+    """
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += config_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return diffs
+
+
+def check_same_config(saved: dict[str, Any], current: dict[str, Any], where: Path | str) -> None:
+    """Raise ConfigMismatch naming every field whose value differs between two config dicts."""
+    diffs = config_diff(saved, current)
+    if diffs:
+        raise ConfigMismatch(f"checkpoint {where} was written with another configuration ({'; '.join(diffs)}); "
+                             "resume with the original settings, or start a new run in another directory")
+
+
+class PendingSave:
+    """A checkpoint whose files are being written (in the background, for an asynchronous writer)."""
+
+    def __init__(self, directory: Path, tmp: Path, meta: dict[str, Any], handle: Any) -> None:
+        self.directory, self.tmp, self.meta, self.handle = directory, tmp, meta, handle
+
+
+def begin_save(directory: Path, write: Callable[[Path], Any], meta: dict[str, Any] | None = None, *,
+               is_primary: bool = True, barrier: Callable[[], None] = lambda: None) -> PendingSave:
+    """Let `write(tmp)` start filling a temp directory beside `directory`; `commit_save` finishes it.
+
+    `meta` is captured now (e.g. the data position of this step), so the arrays and the position
+    can never come from two different steps, whenever the write completes.
     """
     directory = Path(directory)
     tmp = directory.with_name("." + directory.name + ".tmp")
@@ -108,20 +166,33 @@ def save_atomic(directory: Path, write: Callable[[Path], None], meta: dict[str, 
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier()
-    write(tmp)
+    return PendingSave(directory, tmp, dict(meta or {}), write(tmp))
+
+
+def commit_save(p: PendingSave, *, is_primary: bool = True, barrier: Callable[[], None] = lambda: None) -> Path:
+    """Wait for the write, add meta.json, rename the temp directory to its name (replacing an older one)."""
+    if p.handle is not None:
+        p.handle.wait()
     barrier()
     if is_primary:
-        write_meta(tmp, meta or {})
-        if directory.exists():  # replace: move the old one aside first, so one complete copy always exists
-            old = directory.with_name("." + directory.name + ".old")
+        write_meta(p.tmp, p.meta)
+        if p.directory.exists():  # replace: move the old one aside first, so one complete copy always exists
+            old = p.directory.with_name("." + p.directory.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
+            os.replace(p.directory, old)
+            os.replace(p.tmp, p.directory)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, directory)
+            os.replace(p.tmp, p.directory)
     barrier()
-    return directory
+    return p.directory
+
+
+def save_atomic(directory: Path, write: Callable[[Path], Any], meta: dict[str, Any] | None = None, *,
+                is_primary: bool = True, barrier: Callable[[], None] = lambda: None) -> Path:
+    """Write a checkpoint directory completely: `write(tmp)`, meta.json, rename (waits for an async writer)."""
+    return commit_save(begin_save(directory, write, meta, is_primary=is_primary, barrier=barrier),
+                       is_primary=is_primary, barrier=barrier)
 
 
 class CheckpointDir:
@@ -133,32 +204,48 @@ class CheckpointDir:
             raise ValueError(f"keep={keep} must be >= 1 (the number of checkpoints kept)")
         self.root, self.keep, self.is_primary, self.barrier = Path(root), keep, is_primary, barrier
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.pending: PendingSave | None = None  # an asynchronous save not committed yet
 
     def path(self, step: int) -> Path:
         return self.root / f"step_{step:08d}"
 
     def steps(self) -> list[int]:
-        """Steps of every step_ directory (complete or not), ascending."""
+        """Steps of every step_ directory (complete or not), ascending; a pending save is not one yet."""
         if not self.root.is_dir():
             return []
         return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir())
 
-    def save(self, step: int, write: Callable[[Path], None], meta: dict[str, Any]) -> Path:
-        """Write checkpoint `step` atomically, then delete complete ones older than the last `keep`."""
-        path = save_atomic(self.path(step), write, {**meta, "step": step}, is_primary=self.is_primary,
-                           barrier=self.barrier)
+    def save(self, step: int, write: Callable[[Path], Any], meta: dict[str, Any]) -> Path:
+        """Write checkpoint `step` atomically (committing an earlier pending one first).
+
+        A synchronous `write` is committed at once; an asynchronous one (it returns a handle with
+        `wait()`) stays pending until the next save or `commit()`. Then older ones are pruned.
+        """
+        self.commit()
+        pending = begin_save(self.path(step), write, {**meta, "step": step}, is_primary=self.is_primary,
+                             barrier=self.barrier)
+        self.pending = pending
+        if pending.handle is None:
+            self.commit()
+        return pending.directory
+
+    def commit(self) -> None:
+        """Finish the pending save (wait, meta.json, rename), then delete complete ones beyond the last `keep`."""
+        if self.pending is None:
+            return
+        pending, self.pending = self.pending, None
+        commit_save(pending, is_primary=self.is_primary, barrier=self.barrier)
         if self.is_primary:
             complete = [s for s in self.steps() if checkpoint_exists(self.path(s))]
             for s in complete[:-self.keep]:
                 shutil.rmtree(self.path(s), ignore_errors=True)
         self.barrier()
-        return path
 
     def restore_latest(self, restore: Callable[[Path, dict[str, Any]], None]) -> dict[str, Any] | None:
         """Call `restore(path, meta)` on the newest checkpoint that is complete and loads; its meta, or None.
 
         A newest checkpoint that is incomplete, corrupt, or whose `restore` raises is reported and
-        the previous one is tried. Errors that say the checkpoint belongs to another config
+        the previous one is tried. Errors that say the checkpoint belongs to another run or format
         (`ConfigMismatch`) are not skipped: resuming someone else's run silently would be worse.
         """
         skipped = []
@@ -182,20 +269,52 @@ class CheckpointDir:
         return None
 
 
-class ConfigMismatch(ValueError):
-    """A checkpoint written by a run with another configuration."""
+# ---- the named training state ------------------------------------------------------------------------
+
+def check_train_state(state: dict[str, np.ndarray], config: Any, source: str) -> None:
+    """Raise (one line, with the fix) unless `state` holds exactly config's parameters and their moments."""
+    from jaxgpt.common.weights import check_weights
+
+    fix = "resume with the preset and --key=value settings of the run that wrote it"
+    for prefix in ("params", "opt/mu", "opt/nu"):
+        check_weights(group(state, prefix), config, f"{source}: {prefix}", fix)
+    if "step" not in state:
+        raise ValueError(f"{source}: no 'step' entry; the checkpoint is damaged or not a training state")
 
 
-def check_same_config(saved: dict[str, Any], current: dict[str, Any], where: Path | str) -> None:
-    """Raise ConfigMismatch naming every field whose value differs between two flat-ish config dicts."""
-    diffs = []
-    for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += [f"{key}.{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
-                      for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
-        elif a != b:
-            diffs.append(f"{key}: {a!r} -> {b!r}")
-    if diffs:
-        raise ConfigMismatch(f"checkpoint {where} was written with another configuration ({'; '.join(diffs)}); "
-                             "resume with the original settings, or start a new run in another directory")
+def group(state: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The entries under `prefix/`, without it: group(state, "params") -> {name: array}."""
+    return {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + "/")}
+
+
+def write_safetensors_state(directory: Path, state: dict[str, np.ndarray]) -> None:
+    """The named state as DIR/state.safetensors (numpy in, numpy out: readable without any framework)."""
+    from safetensors.numpy import save_file
+
+    save_file({k: np.array(v, order="C") for k, v in state.items()}, str(Path(directory) / SAFETENSORS_FILE))  # 0-d stays 0-d
+
+
+def read_safetensors_state(directory: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(Path(directory) / SAFETENSORS_FILE))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        raise ValueError(f"{Path(directory) / SAFETENSORS_FILE} cannot be read ({type(e).__name__}: {e})") from None
+
+
+class LegacyCheckpoint(ConfigMismatch):
+    """A checkpoint written before states were stored by name."""
+
+
+def check_named(meta: dict[str, Any], directory: Path) -> str:
+    """The checkpoint's state format, or LegacyCheckpoint saying how to carry the run over."""
+    fmt = meta.get("state_format")
+    if fmt in (ORBAX_FORMAT, SAFETENSORS_FORMAT):
+        return fmt
+    raise LegacyCheckpoint(
+        f"checkpoint {directory} has the old format (written before jaxgpt stored training states by name: "
+        "orbax leaves keyed by index, or torch.save's state.pt), which this version cannot read. To carry the "
+        "run over, finish or export it with the version that wrote it (`git checkout 3c277c1`, then its "
+        "train_gpt2.py --resume, which writes RUN/hf at the end; Hugging Face exports are read by every version), "
+        "or start a new run in another --out_dir")

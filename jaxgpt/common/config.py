@@ -21,6 +21,10 @@ ACTIVATIONS = ("gelu_tanh", "relu")
 T = TypeVar("T")
 
 
+class UsageError(ValueError):
+    """A command-line mistake in a --key=value option (unknown key, malformed option, wrong type): exit 2."""
+
+
 @dataclass(frozen=True)
 class GPTConfig:
     block_size: int = 1024  # longest sequence the model accepts (learned position table size)
@@ -131,7 +135,7 @@ def lookup(registry: Mapping[str, T], name: str, kind: str = "preset") -> T:
     except KeyError:
         close = difflib.get_close_matches(name, list(registry), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown {kind} {name!r}{hint}; available: {', '.join(sorted(registry))}") from None
+        raise UsageError(f"unknown {kind} {name!r}{hint}; available: {', '.join(sorted(registry))}") from None
 
 
 def get_preset(name: str) -> GPTConfig:
@@ -168,23 +172,23 @@ def _coerce(raw: str, typ: Any, key: str) -> Any:
                 return _coerce(raw, a, key)
             except ValueError:
                 continue
-        raise ValueError(f"--{key}={raw!r}: expected one of {args}")
+        raise UsageError(f"--{key}={raw!r}: expected one of {args}")
     if typ is bool:
         if raw.lower() in ("1", "true", "yes", "on"):
             return True
         if raw.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"--{key}={raw!r}: expected a boolean (true/false)")
+        raise UsageError(f"--{key}={raw!r}: expected a boolean (true/false)")
     if typ in (int, float, str):
         try:
             return typ(raw)
         except ValueError:
-            raise ValueError(f"--{key}={raw!r}: expected {typ.__name__}") from None
+            raise UsageError(f"--{key}={raw!r}: expected {typ.__name__}") from None
     if origin is tuple:
         parts = [p for p in raw.split(",") if p]
         (elem, *_rest) = typing.get_args(typ) or (str,)
         return tuple(_coerce(p, elem, key) for p in parts)
-    raise ValueError(f"--{key}: cannot parse values of type {typ!r}")
+    raise UsageError(f"--{key}: cannot parse values of type {typ!r}")
 
 
 def override(cfg: T, args: list[str]) -> T:
@@ -197,11 +201,11 @@ def override(cfg: T, args: list[str]) -> T:
     changes: dict[str, Any] = {}
     for arg in args:
         if not arg.startswith("--") or "=" not in arg:
-            raise ValueError(f"override {arg!r} is not of the form --key=value")
+            raise UsageError(f"override {arg!r} is not of the form --key=value")
         key, raw = arg[2:].split("=", 1)
         key = key.replace("-", "_")
         if key not in hints:
-            raise ValueError(f"unknown option --{key} for {type(cfg).__name__}; valid keys: {', '.join(sorted(hints))}")
+            raise UsageError(f"unknown option --{key} for {type(cfg).__name__}; valid keys: {', '.join(sorted(hints))}")
         changes[key] = _coerce(raw, hints[key], key)
     return dataclasses.replace(cfg, **changes)
 
@@ -221,15 +225,15 @@ def apply_overrides(cfgs: Sequence[Any], args: Sequence[str]) -> list[Any]:
     routed: list[list[str]] = [[] for _ in cfgs]
     for arg in args:
         if not arg.startswith("--") or "=" not in arg:
-            raise ValueError(f"option {arg!r} is not of the form --key=value")
+            raise UsageError(f"option {arg!r} is not of the form --key=value")
         key = arg[2:].split("=", 1)[0].replace("-", "_")
         owners = [i for i, names in enumerate(fields) if key in names]
         if not owners:
             valid = sorted(set().union(*fields))
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" (did you mean --{close[0]}?)" if close else ""
-            raise ValueError(f"unknown option --{key}{hint}; valid --key=value options: {', '.join(valid)}")
+            raise UsageError(f"unknown option --{key}{hint}; valid --key=value options: {', '.join(valid)}")
         if len(owners) > 1:
-            raise ValueError(f"--{key} is ambiguous: it is a field of {[type(cfgs[i]).__name__ for i in owners]}")
+            raise UsageError(f"--{key} is ambiguous: it is a field of {[type(cfgs[i]).__name__ for i in owners]}")
         routed[owners[0]].append(arg)
     return [override(c, a) if a else c for c, a in zip(cfgs, routed)]

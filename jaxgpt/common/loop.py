@@ -1,242 +1,300 @@
-"""The GPT-2 training recipe and loop, framework-free: runs the JAX Trainer or its torch twin unchanged.
+"""The GPT training loop, framework-free: drives the JAX Trainer or its torch twin unchanged.
 
-References: build-nanogpt `train_gpt2.py` (the recipe: 2**19-token batches through gradient
-accumulation, warm-up 715, cosine to 10% at 19,073, clip 1.0, vocab 50304, evals every 250
-steps), nanodo (metrics of step n-1 fetched after step n is dispatched, NaN stops the run).
+One loop for every GPT run, the poetry GPT and GPT-2 alike (scripts/train.py). References:
+build-nanogpt `train_gpt2.py` (gradient accumulation to a token budget, evaluations every N steps,
+the log fields), nanoGPT (one log line per step), nanodo (metrics of step n-1 are fetched after
+step n is dispatched, so the host never waits inside the hot loop; a NaN loss stops the run).
 
-`TrainConfig` is the one training configuration of both frameworks (scripts/train_gpt2.py builds
-it from flags). `run()` drives any trainer with the twin interface (jaxgpt/train/trainer.py):
-    per step: dispatch(x, y) -> fetch the previous step's (loss, norm) -> one log line + CSV row
-    every val_every: val loss;  every hellaswag_every: HellaSwag;  every sample_every: samples
-    every ckpt_every, at SIGTERM/SIGINT and at the end: an atomic checkpoint (keep the last K)
-A non-finite loss stops the run before anything is saved, so the last checkpoint stays good.
-Nothing here imports jax or torch; the framework-specific parts come in through `Runtime`.
+Per step (`Loop.run`):
+    due evaluations first (they see the state *before* step n): val loss (+ bits per byte),
+    HellaSwag, samples, a checkpoint -- each every N steps (`TrainConfig`), each flushing the step
+    in flight first; then dispatch step n, then fetch and log step n-1 (async dispatch) or step n.
+At the end: a final evaluation, a final checkpoint, the Hugging Face export, metrics.json.
+
+Stopping (jaxgpt/common/runlog.py, the same at every stage): SIGINT/SIGTERM finish the step in
+flight, write a checkpoint and exit 128+N; a non-finite loss (train or val) stops the run before
+anything is saved, exit 3, naming the last checkpoint. Nothing here imports jax or torch: the
+framework comes in through `Runtime` (built by jaxgpt/train/runtime.py or its torch twin).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jaxgpt.common.checkpoint import CheckpointDir, check_same_config, check_writable
+from jaxgpt.common.checkpoint import CheckpointDir
 from jaxgpt.common.config import GPTConfig
 from jaxgpt.common.metrics import mfu
-from jaxgpt.common.runlog import (  # noqa: F401 - Stop and read_log are part of the loop API
-    EXIT_DIVERGED,
-    CsvLog,
-    Stop,
-    exit_code_for_signal,
-    plot_log,
-    read_log,
-    stop_on_signal,
-)
+from jaxgpt.common.recipes import TrainConfig
+from jaxgpt.common.runlog import EXIT_DIVERGED, CsvLog, Stop, exit_code_for_signal, plot_log, stop_on_signal
 from jaxgpt.common.schedule import OptimConfig, lr_at
 
-CSV_FIELDS = ("step", "loss", "lr", "grad_norm", "dt_ms", "tok_per_s", "mfu", "val_loss", "hellaswag_acc_norm")
+CSV_FIELDS = ("step", "loss", "lr", "grad_norm", "dt_ms", "tok_per_s", "mfu", "val_loss", "val_bpb",
+              "hellaswag_acc_norm")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    preset: str = "gpt2-124m"  # model preset (jaxgpt/common/config.py)
-    padded_vocab: int = 50304  # embedding/head rows (tensor-core friendly); 0 = no padding
-    data_dir: str = "data/edu_fineweb10B"  # *_train_*.npy / *_val_*.npy uint16 shards (scripts/fineweb.py)
-    out_dir: str = "out/gpt2"  # checkpoints, train_log.csv, curves.png, the final HF export
-    total_batch_tokens: int = 524288  # tokens per optimiser step, all devices and micro-steps together (2**19)
-    micro_batch: int = 16  # rows per device per micro-step; the accumulation steps follow from it
-    seq_len: int = 1024  # T; at most the preset's block_size
-    dtype: str = "bfloat16"  # compute dtype; parameters and optimiser state are always fp32
-    fsdp: bool = False  # JAX: shard params + optimiser state over the devices (350M-1558M presets)
-    compile: bool = False  # torch: torch.compile the model
-    seed: int = 0  # parameter init and dropout
-    shuffle_seed: int | None = None  # None: shards in name order (build-nanogpt); else shuffled per epoch
-    val_every: int = 250  # steps between val-loss evaluations; 0 = only at the end
-    val_steps: int = 20  # val batches per evaluation (each micro_batch x devices rows)
-    hellaswag_every: int = 250  # 0 = never
-    hellaswag_file: str = ""  # hellaswag_val.jsonl; empty = skip HellaSwag
-    hellaswag_limit: int = 0  # score only the first N examples (0 = all 10,042)
-    sample_every: int = 250  # 0 = never; needs the GPT-2 tokenizer (tiktoken)
-    sample_tokens: int = 32  # tokens generated per sample
-    sample_prompt: str = "Hello, I'm a language model,"
-    ckpt_every: int = 1000  # steps between checkpoints; 0 = only at the end and at signals
-    keep: int = 3  # checkpoints kept (older complete ones are deleted)
-    export_hf: bool = True  # write the final model as a Hugging Face GPT-2 directory (out_dir/hf)
-    plot: bool = False  # write out_dir/curves.png at each evaluation and at the end
+class Launch:
+    """How the processes of a multi-host JAX run find each other (torch: torchrun's env vars instead)."""
 
-    def __post_init__(self) -> None:
-        for name in ("total_batch_tokens", "micro_batch", "seq_len", "val_steps", "keep", "sample_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name}={getattr(self, name)} must be >= 1")
-        for name in ("val_every", "hellaswag_every", "sample_every", "ckpt_every", "hellaswag_limit", "padded_vocab"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name}={getattr(self, name)} must be >= 0")
-
-    def model_config(self, base: GPTConfig) -> GPTConfig:
-        if self.seq_len > base.block_size:
-            raise ValueError(f"--seq_len={self.seq_len} exceeds the preset's block_size {base.block_size}")
-        if self.padded_vocab and self.padded_vocab < base.vocab_size:
-            raise ValueError(f"--padded_vocab={self.padded_vocab} is below vocab_size {base.vocab_size}; "
-                             "use a multiple of 128 >= vocab_size, or 0 for none")
-        return dataclasses.replace(base, padded_vocab_size=self.padded_vocab or None)
+    coordinator: str | None = None  # HOST:PORT of process 0 (or env JAX_COORDINATOR_ADDRESS)
+    num_processes: int | None = None
+    process_id: int | None = None
 
 
-# Fields a resumed run must share with the checkpoint (the others only change cadence or speed).
-RESUME_FIELDS = ("preset", "padded_vocab", "data_dir", "total_batch_tokens", "seq_len", "dtype", "seed",
-                 "shuffle_seed")
+@dataclass(frozen=True)
+class Cluster:
+    """What the framework found: processes, devices, and its own handle (the JAX mesh, torch's DistInfo)."""
 
-
-def grad_accum_steps(total_batch_tokens: int, micro_batch: int, seq_len: int, n_devices: int) -> int:
-    """Micro-steps per optimiser step; raises with the fix when the global batch does not divide."""
-    per_micro = micro_batch * seq_len * n_devices  # tokens of one micro-step over all devices
-    if total_batch_tokens % per_micro:
-        raise ValueError(
-            f"--total_batch_tokens={total_batch_tokens} is not divisible by micro_batch x seq_len x devices = "
-            f"{micro_batch} x {seq_len} x {n_devices} = {per_micro}; choose a micro_batch (or seq_len) such that "
-            f"this divides it, e.g. --total_batch_tokens={max(1, round(total_batch_tokens / per_micro)) * per_micro}")
-    return total_batch_tokens // per_micro
+    framework: str
+    process_index: int  # this process (0 = primary: writes logs, meta, exports)
+    num_processes: int
+    n_devices: int  # devices (JAX) or ranks (torch) over all processes: the data-parallel width
+    local_devices: int  # this process's devices: it loads micro_batch x local_devices rows per micro-step
+    device_name: str  # for the MFU peak (jaxgpt/common/metrics.py)
+    handle: Any = None
 
 
 @dataclass
 class Runtime:
-    """What the loop needs from the framework side (filled by scripts/train_gpt2.py)."""
+    """What the loop needs from the framework side (jaxgpt/train/runtime.py, torchref/train/runtime.py)."""
 
-    trainer: Any  # jaxgpt/train/trainer.py Trainer or its torch twin
-    process_index: int  # this process (0 = primary: writes logs, meta, exports)
-    num_processes: int
-    n_devices: int  # devices (JAX) or ranks (torch) over all processes
-    device_name: str  # for the MFU peak (jaxgpt/common/metrics.py)
-    barrier: Callable[[], None]
-    fetch: Callable[[Any], float]  # device scalar -> float (waits)
-    hellaswag: Callable[[], float] | None = None  # -> acc_norm
-    sample: Callable[[], list[str]] | None = None  # -> decoded samples
+    trainer: Any  # jaxgpt.train.trainer.Trainer or its torch twin
+    cluster: Cluster
+    barrier: Callable[[], None]  # wait for every process
+    fetch: Callable[[Any], float]  # device scalar -> float (waits for it)
     # True when dispatch returns before the step is computed (JAX; torch on GPU): the loop then fetches
     # step n-1's metrics after dispatching step n. False (torch on CPU): each step is logged at once.
     async_dispatch: bool = True
+    hellaswag: Callable[[Sequence[Any]], dict] | None = None  # rendered tasks -> {"acc_norm", ...}
+    save: Callable[[Path], Any] | None = None  # writes a checkpoint's state into a folder (default trainer.save)
     log: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
 
+    @property
+    def primary(self) -> bool:
+        return self.cluster.process_index == 0
 
-def run(cfg: TrainConfig, model_cfg: GPTConfig, optim: OptimConfig, rt: Runtime, train_loader: Any,
-        val_loader: Any, resume: bool) -> dict:
-    """Train to optim.max_steps (or resume), returning {"step", "val_loss", ...} of the end."""
-    out = Path(cfg.out_dir)
-    primary = rt.process_index == 0
-    if primary:
-        check_writable(out)
-    rt.barrier()
-    ckpts = CheckpointDir(out / "checkpoints", cfg.keep, is_primary=primary, barrier=rt.barrier, log=rt.log)
-    trainer = rt.trainer
-    saved_cfg = {"model": model_cfg.to_dict(), "optim": dataclasses.asdict(optim),
-                 "train": {k: getattr(cfg, k) for k in RESUME_FIELDS}}
-    saved_cfg = json.loads(json.dumps(saved_cfg))  # as it reads back from meta.json (tuples -> lists)
-    start = 0
-    if resume:
-        def restore(path: Path, meta: dict) -> None:
-            check_same_config(meta["config"], saved_cfg, path)
-            if meta.get("framework") != trainer.framework:
-                check_same_config({"framework": meta.get("framework")}, {"framework": trainer.framework}, path)
-            trainer.restore(path)
-            train_loader.load_state(meta["loader"])
 
-        meta = ckpts.restore_latest(restore)
-        if meta is None:
-            raise ValueError(f"--resume: no checkpoint in {ckpts.root}; start without --resume")
-        start = int(meta["step"])
-        rt.log(f"resumed from {ckpts.path(start)} at step {start}")
-    elif ckpts.steps():
-        raise ValueError(f"{ckpts.root} already holds checkpoints (steps {ckpts.steps()}); pass --resume to continue "
-                         "that run, or choose another --out_dir (nothing was overwritten)")
+@dataclass
+class RunData:
+    """The framework-free inputs of a run: batches, the tokenizer for samples, the bits-per-byte factor."""
 
-    log_path = out / "train_log.csv"
-    log = CsvLog(log_path, CSV_FIELDS)
-    if primary:
-        log.start(start)
-    tokens_per_step = cfg.total_batch_tokens
+    train: Any  # BatchSource (jaxgpt/common/data/loader.py): next_batch/state/load_state
+    val: Any  # BatchSource with reset()
+    codec: Any = None  # jaxgpt.common.sampling.TextCodec: decodes samples; None = no samples
+    val_bytes_per_token: float | None = None  # UTF-8 bytes per val token (manifest.json); None = no bits/byte
+    hellaswag: Sequence[Any] | None = None  # rendered HellaSwag tasks, or None
 
-    def checkpoint(step: int) -> None:
-        ckpts.save(step, trainer.save, {"framework": trainer.framework, "config": saved_cfg,
-                                        "loader": train_loader.state()})
-        rt.log(f"saved checkpoint {ckpts.path(step)}")
 
-    def evaluate(step: int, final: bool = False) -> dict:
-        row: dict[str, Any] = {"step": step}
-        val_loader.reset()
-        vals = [trainer.eval_loss(*val_loader.next_batch()) for _ in range(cfg.val_steps)]
-        row["val_loss"] = sum(vals) / len(vals)
-        msg = f"step {step:6d} | val loss {row['val_loss']:.4f}"
-        if rt.hellaswag is not None and (final or (cfg.hellaswag_every and step % cfg.hellaswag_every == 0)):
-            row["hellaswag_acc_norm"] = rt.hellaswag()
-            msg += f" | hellaswag acc_norm {row['hellaswag_acc_norm']:.4f}"
-        rt.log(msg)
-        if primary:
-            log.append(row)
-            if cfg.plot:
-                plot_log(log_path, out / "curves.png")
+@dataclass
+class Pending:
+    """A dispatched step whose loss and gradient norm have not been fetched yet."""
+
+    step: int
+    loss: Any
+    norm: Any
+
+
+def due(step: int, every: int, start: int) -> bool:
+    """Whether an every-N-steps event runs before step `step` of a run (re)started at `start`.
+
+    Never at the start itself (a resumed run already did it, a fresh run has nothing to show).
+
+    >>> [s for s in range(0, 7) if due(s, 3, 0)]
+    [3, 6]
+    """
+    return every > 0 and step > start and step % every == 0
+
+
+def step_line(row: dict) -> str:
+    """The nanoGPT-style log line of one step."""
+    m = row["mfu"]
+    return (f"step {row['step']:6d} | loss {row['loss']:.6f} | lr {row['lr']:.4e} | norm {row['grad_norm']:.4f} | "
+            f"dt {row['dt_ms']:.1f}ms | tok/s {row['tok_per_s']:,.0f} | MFU {'n/a' if m is None else f'{100 * m:.1f}%'}")
+
+
+def eval_line(row: dict) -> str:
+    msg = f"step {row['step']:6d} | val loss {row['val_loss']:.4f}"
+    if row.get("val_bpb") is not None:
+        msg += f" | {row['val_bpb']:.4f} bits/byte"
+    if row.get("hellaswag_acc_norm") is not None:
+        msg += f" | hellaswag acc_norm {row['hellaswag_acc_norm']:.4f}"
+    return msg
+
+
+def bits_per_byte(nats_per_token: float, bytes_per_token: float) -> float:
+    """Loss per byte of text in bits: nats/token / (bytes/token x ln 2); tokenizer-independent.
+
+    >>> round(bits_per_byte(math.log(2), 1.0), 6)  # 1 bit per token, 1 token per byte
+    1.0
+    """
+    return nats_per_token / (bytes_per_token * math.log(2))
+
+
+class Loop:
+    """One training run: explicit state (step, the step in flight, timings), one method per concern."""
+
+    def __init__(self, model_cfg: GPTConfig, cfg: TrainConfig, optim: OptimConfig, rt: Runtime, data: RunData,
+                 out: Path, ckpts: CheckpointDir, meta: dict[str, Any]) -> None:
+        self.model_cfg, self.cfg, self.optim, self.rt, self.data = model_cfg, cfg, optim, rt, data
+        self.trainer = rt.trainer
+        self.out, self.ckpts = Path(out), ckpts
+        self.meta = meta  # what every checkpoint's meta.json carries (config, data identity, framework)
+        self.log_path = self.out / "train_log.csv"
+        self.csv = CsvLog(self.log_path, CSV_FIELDS)
+        self.pending: Pending | None = None
+        self.first_step = 0  # where this session started (the step that compiles)
+        self.t_last = time.perf_counter()
+        self.train_seconds, self.steps_timed = 0.0, 0  # this session, compile step excluded
+        self.last_samples: list[str] = []
+
+    # ---- one step ------------------------------------------------------------------------------
+    def dispatch(self, step: int) -> None:
+        """Launch step `step` and log the step before it (or this one, when dispatch is synchronous)."""
+        x, y = self.data.train.next_batch()
+        if self.pending is None:  # nothing in flight (start, or after an evaluation): time this step alone
+            self.t_last = time.perf_counter()
+        loss, norm = self.trainer.dispatch(x, y)
+        if self.rt.async_dispatch:
+            self.flush()  # the previous step's metrics, fetched while this one runs
+            self.pending = Pending(step, loss, norm)
+        else:  # dispatch already computed the step (torch on CPU): log it now, so dt is its own
+            self.pending = Pending(step, loss, norm)
+            self.flush()
+
+    def flush(self) -> None:
+        """Fetch and log the step in flight; raise Stop (exit 3) on a non-finite loss."""
+        if self.pending is None:
+            return
+        p, self.pending = self.pending, None
+        loss, norm = self.rt.fetch(p.loss), self.rt.fetch(p.norm)
+        now = time.perf_counter()
+        dt, self.t_last = now - self.t_last, now
+        if not math.isfinite(loss):
+            self.diverged(f"loss is {loss} at step {p.step}")
+        if self.steps_timed or p.step > self.first_step:  # the session's first step compiles: not timed
+            self.train_seconds += dt
+            self.steps_timed += 1
+        tps = self.cfg.total_batch_tokens / dt
+        row = {"step": p.step, "loss": loss, "lr": lr_at(p.step, self.optim), "grad_norm": norm, "dt_ms": dt * 1e3,
+               "tok_per_s": tps, "mfu": mfu(tps, self.model_cfg, self.cfg.seq_len, self.rt.cluster.device_name,
+                                            self.rt.cluster.n_devices)}
+        self.rt.log(step_line(row))
+        if self.rt.primary:
+            self.csv.append(row)
+
+    def diverged(self, what: str) -> None:
+        self.ckpts.commit()  # a checkpoint still being written holds an earlier, finite state
+        last = self.ckpts.steps()
+        raise Stop(f"{what}; stopping without saving. The last checkpoint is "
+                   f"{self.ckpts.path(last[-1]) if last else 'none (no checkpoint was written yet)'}; to retry, start "
+                   "a new run (another --out_dir) with a lower --lr or a longer --warmup_steps", EXIT_DIVERGED)
+
+    # ---- evaluations ---------------------------------------------------------------------------
+    def evaluate(self, step: int, final: bool = False) -> dict:
+        """Val loss (+ bits per byte) and, when due, HellaSwag; one log line and one CSV row."""
+        self.flush()
+        n = (self.cfg.final_val_steps or self.cfg.val_steps) if final else self.cfg.val_steps
+        self.data.val.reset()  # the same val batches every time, so evaluations compare
+        losses = [self.trainer.eval_loss(*self.data.val.next_batch()) for _ in range(n)]
+        row: dict[str, Any] = {"step": step, "val_loss": sum(losses) / n}
+        if not math.isfinite(row["val_loss"]):
+            self.diverged(f"val loss is {row['val_loss']} at step {step}")
+        if self.data.val_bytes_per_token:
+            row["val_bpb"] = bits_per_byte(row["val_loss"], self.data.val_bytes_per_token)
+        every = self.cfg.hellaswag_every
+        if self.data.hellaswag and (final or (every and step % every == 0)):
+            row["hellaswag_acc_norm"] = self.rt.hellaswag(self.data.hellaswag)["acc_norm"]
+        self.rt.log(eval_line(row))
+        if self.rt.primary:
+            self.csv.append(row)
+            self.plot()
         return row
 
-    pending: tuple[int, Any, Any] | None = None  # (step, loss, norm) dispatched but not yet fetched
-    t_last = time.perf_counter()
+    def plot(self) -> None:
+        if self.cfg.plot:
+            plot_log(self.log_path, self.out / "curves.png", title=str(self.out))
 
-    def flush() -> None:
-        """Fetch and log the step in flight; raise Stop on a non-finite loss."""
-        nonlocal pending, t_last
-        if pending is None:
-            return
-        step, loss_a, norm_a = pending
-        pending = None
-        loss, norm = rt.fetch(loss_a), rt.fetch(norm_a)
-        now = time.perf_counter()
-        dt, t_last = now - t_last, now
-        if not math.isfinite(loss):
-            last = ckpts.steps()
-            raise Stop(f"loss is {loss} at step {step}; stopping without saving. The last good checkpoint is "
-                       f"{ckpts.path(last[-1]) if last else 'none (no checkpoint was written yet)'}; resume from it "
-                       "with a lower --lr or a longer --warmup_steps", EXIT_DIVERGED)
-        tps = tokens_per_step / dt
-        m = mfu(tps, model_cfg, cfg.seq_len, rt.device_name, rt.n_devices)
-        row = {"step": step, "loss": loss, "lr": lr_at(step, optim), "grad_norm": norm, "dt_ms": dt * 1e3,
-               "tok_per_s": tps, "mfu": m}
-        rt.log(f"step {step:6d} | loss {loss:.6f} | lr {row['lr']:.4e} | norm {norm:.4f} | dt {dt * 1e3:.1f}ms | "
-               f"tok/s {tps:,.0f} | MFU {'n/a' if m is None else f'{100 * m:.1f}%'}")
-        if primary:
-            log.append(row)
+    def sample(self, step: int) -> list[str]:
+        """cfg.sample_count samples, each a new document (separator + prompt) cut at its end."""
+        from jaxgpt.common.sampling import generate_text
 
-    with stop_on_signal() as stop:
-        for step in range(start, optim.max_steps):
-            if step > start and step % max(cfg.val_every, 1) == 0 and cfg.val_every:
-                flush()
-                evaluate(step)
-            if rt.sample is not None and cfg.sample_every and step % cfg.sample_every == 0 and step > start:
-                flush()
-                for s in rt.sample():
-                    rt.log(f"sample: {s!r}")
-            if step > start and cfg.ckpt_every and step % cfg.ckpt_every == 0:
-                flush()
-                checkpoint(step)
-            x, y = train_loader.next_batch()
-            if pending is None:  # nothing in flight (start, or after an eval): time this step alone
-                t_last = time.perf_counter()
-            loss_a, norm_a = trainer.dispatch(x, y)
-            if rt.async_dispatch:
-                flush()  # the previous step's metrics, fetched while this one runs
-                pending = (step, loss_a, norm_a)
-            else:  # dispatch already computed the step (torch on CPU): log it now, so dt is its own
-                pending = (step, loss_a, norm_a)
-                flush()
-            if stop["signal"] is not None:
-                flush()
-                checkpoint(step + 1)
-                raise Stop(f"stopped by signal {stop['signal']} after step {step}; checkpoint saved in "
-                           f"{ckpts.path(step + 1)}; continue with --resume", exit_code_for_signal(stop["signal"]))
-        flush()
-        final = evaluate(optim.max_steps, final=True)
-        if not ckpts.steps() or ckpts.steps()[-1] != optim.max_steps:
-            checkpoint(optim.max_steps)
-        if cfg.export_hf:
-            trainer.save_hf(out / "hf")
-            rt.log(f"exported the model as a Hugging Face GPT-2 directory: {out / 'hf'}")
-        return {"step": optim.max_steps, **final}
+        self.flush()
+        texts = generate_text(self.trainer.generate, self.data.codec, self.cfg.sample_prompt, self.cfg.sample_count,
+                              self.cfg.sample_tokens, top_k=50, seed=step)
+        for t in texts:
+            self.rt.log(f"sample at step {step}: {t!r}")
+        self.last_samples = texts
+        return texts
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def save(self, step: int) -> None:
+        """A checkpoint of the state after `step` steps (all processes call it: the writers may be collective)."""
+        self.flush()
+        self.ckpts.save(step, self.rt.save or self.trainer.save, {
+            **self.meta, "framework": self.trainer.framework, "state_format": self.trainer.state_format,
+            "loader": self.data.train.state()})
+        self.rt.log(f"saved checkpoint {self.ckpts.path(step)}" + (" (writing in the background)"
+                                                                   if self.ckpts.pending else ""))
+
+    # ---- the run -------------------------------------------------------------------------------
+    def run(self, start: int) -> dict:
+        """Train from step `start` (0, or where a checkpoint left off) to max_steps; the final metrics."""
+        self.first_step = start
+        if self.rt.primary:  # the evaluations logged at the checkpoint's step came before it: kept, not redone
+            self.csv.start(start, keep=lambda row: int(float(row["step"])) == start and not row["loss"])
+        with stop_on_signal() as stop:
+            for step in range(start, self.optim.max_steps):
+                self.periodic(step, start)
+                self.dispatch(step)
+                if stop["signal"] is not None:
+                    self.save(step + 1)
+                    self.ckpts.commit()
+                    raise Stop(f"stopped by signal {stop['signal']} after step {step}; checkpoint saved in "
+                               f"{self.ckpts.path(step + 1)}; continue with --resume",
+                               exit_code_for_signal(stop["signal"]))
+            return self.finish()
+
+    def periodic(self, step: int, start: int) -> None:
+        """The every-N-steps events due before step `step`."""
+        if due(step, self.cfg.val_every, start):
+            self.evaluate(step)
+        if self.data.codec is not None and due(step, self.cfg.sample_every, start):
+            self.sample(step)
+        if due(step, self.cfg.ckpt_every, start):
+            self.save(step)
+
+    def finish(self) -> dict:
+        """Final evaluation, checkpoint, samples and export; metrics.json."""
+        end = self.optim.max_steps
+        self.flush()
+        final = self.evaluate(end, final=True)
+        if self.data.codec is not None and self.cfg.sample_every:
+            self.sample(end)
+        self.ckpts.commit()
+        if not self.ckpts.steps() or self.ckpts.steps()[-1] != end:
+            self.save(end)
+            self.ckpts.commit()
+        if self.cfg.export_hf:
+            self.trainer.save_hf(self.out / "hf")
+            self.rt.log(f"exported the model as a Hugging Face GPT-2 directory: {self.out / 'hf'}")
+        metrics = {**{k: v for k, v in final.items() if k != "step"}, "step": end,
+                   "framework": self.trainer.framework, "train_seconds": self.train_seconds,
+                   "steps_per_s": self.steps_timed / self.train_seconds if self.train_seconds else None,
+                   "samples": self.last_samples}
+        if self.rt.primary:
+            write_json(self.out / "metrics.json", metrics)
+        return metrics
+
+
+def write_json(path: Path, record: dict) -> None:
+    """JSON written to a temp name and renamed: never half a file under the final name."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

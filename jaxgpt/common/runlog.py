@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +67,16 @@ class CsvLog:
     def __init__(self, path: str | Path, fields: Sequence[str]) -> None:
         self.path, self.fields = Path(path), tuple(fields)
 
-    def start(self, resume_step: int = 0) -> None:
-        """Start the file afresh, or (resume) keep only the rows before `resume_step`: the rest is redone."""
+    def start(self, resume_step: int = 0, keep: Callable[[dict[str, str]], bool] | None = None) -> None:
+        """Start the file afresh, or (resume) keep only the rows before `resume_step`: the rest is redone.
+
+        `keep(row)` keeps other rows too: e.g. the evaluation a run logged at its checkpoint's step,
+        which the resumed run does not redo.
+        """
         rows = []
         if resume_step and self.path.exists():
             with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(float(r["step"])) < resume_step]
+                rows = [r for r in csv.DictReader(f) if int(float(r["step"])) < resume_step or (keep and keep(r))]
         with open(self.path, "w", newline="") as f:
             w = csv.DictWriter(f, self.fields, extrasaction="ignore")
             w.writeheader()

@@ -20,8 +20,16 @@ Public interface (shared with the torch twin):
     dispatch(x, y) -> (loss, grad_norm) arrays the same step without waiting for it (loop hygiene)
     eval_loss(x, y) -> float                   dropout off; rows (M_local, T)
     state_numpy() / load_numpy(w)              GPT-2-named fp32 weights (the interchange format)
+    train_state_numpy() / load_train_state_numpy(s)   the whole training state by name (jaxgpt/common/checkpoint.py)
     generate(idx, n, **sampling), model_view(), save_hf(dir)
-    save(dir) / restore(dir)                   params, optimiser state, RNG, step (orbax; multi-host safe)
+    save(dir) / restore(dir)                   that named state with orbax (multi-host safe; optionally async)
+
+Checkpoints by name: every leaf of the NNX state (model, optimiser) gets its name in the layout of
+jaxgpt/common/checkpoint.py: parameters and their AdamW moments under the weight table's names in
+torch layout (kernels transposed on the device, shardings transposed with them), the dropout RNG
+streams under their module path, and the optimiser's step counters as one `step`. Restoring walks
+the current state and fills each leaf by its name, so a checkpoint does not depend on the order of
+NNX's leaves, and a missing or mis-shaped entry is an error naming it.
 """
 
 from __future__ import annotations
@@ -35,10 +43,12 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxgpt.common.checkpoint import ORBAX_FORMAT, check_train_state
 from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.recipes import check_trainer_args
 from jaxgpt.common.schedule import OptimConfig
 from jaxgpt.common.weights import save_hf_dir
-from jaxgpt.gpt import GPT
+from jaxgpt.gpt import GPT, _torch_name
 from jaxgpt.train.optimizer import make_optimizer
 from jaxgpt.train.sharding import (
     barrier,
@@ -56,13 +66,17 @@ def _is_key(x: Any) -> bool:
     return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def _place_one(host: np.ndarray, sharding: Any) -> jax.Array:
+    """A host array (the same on every process) onto `sharding`, also across processes."""
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
 def _place(state: Any, shardings: Any) -> Any:
     """Put every leaf (identical on every process) onto its sharding; works across processes."""
 
     def put(x: Any, sharding: jax.sharding.NamedSharding) -> Any:
         key = _is_key(x)
-        host = to_host(jax.random.key_data(x) if key else x)
-        arr = jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+        arr = _place_one(to_host(jax.random.key_data(x) if key else x), sharding)
         return jax.random.wrap_key_data(arr, impl=jax.random.key_impl(x)) if key else arr
 
     return jax.tree.map(put, state, shardings)
@@ -72,14 +86,12 @@ class Trainer:
     """Flax NNX GPT + optax AdamW on a 1-D device mesh; one jitted step over the split state."""
 
     framework = "jax"
+    state_format = ORBAX_FORMAT
 
     def __init__(self, config: GPTConfig, optim: OptimConfig, weights: dict[str, np.ndarray] | None = None,
                  seed: int = 0, *, grad_accum: int = 1, dtype: str = "float32", mesh: jax.sharding.Mesh | None = None,
                  fsdp: bool = False, attn_impl: str | None = None) -> None:
-        if grad_accum < 1:
-            raise ValueError(f"grad_accum={grad_accum} must be >= 1")
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype={dtype!r} is unknown; use one of {sorted(DTYPES)}")
+        check_trainer_args(grad_accum, dtype)
         self.config, self.optim, self.step_count = config, optim, 0
         self.grad_accum, self.dtype, self.fsdp = grad_accum, dtype, fsdp
         self.mesh = mesh if mesh is not None else make_mesh()
@@ -176,30 +188,177 @@ class Trainer:
             save_hf_dir(path, weights, self.config)
         barrier("save_hf")
 
-    # ---- checkpoints ---------------------------------------------------------------------------
-    def save(self, directory: Path) -> None:
-        """Every leaf of the state (typed PRNG keys as their raw uint32 data) with orbax; all processes call it."""
+    # ---- the training state by name, and checkpoints ------------------------------------------------
+    def _named_leaves(self) -> list[tuple[str | None, bool, Any]]:
+        """(name or None for a step counter, stored transposed?, Variable) for every leaf of the state."""
+        return [(*_state_key(path), var) for path, var in nnx.to_flat_state(self.state)]
+
+    def _named_arrays(self) -> dict[str, jax.Array]:
+        """The state as {name: device array in the named layout} (still sharded), plus `step`."""
+        out: dict[str, Any] = {}
+        for name, transpose, var in self._named_leaves():
+            if name is not None:
+                v = var.get_value()
+                v = jax.random.key_data(v) if _is_key(v) else v
+                out[name] = v.T if transpose else v
+        out["step"] = np.asarray(self.step_count, np.int64)
+        return out
+
+    def train_state_numpy(self) -> dict[str, np.ndarray]:
+        """The whole training state as host numpy arrays by name (jaxgpt/common/checkpoint.py's layout)."""
+        return {k: to_host(v) if isinstance(v, jax.Array) else v for k, v in self._named_arrays().items()}
+
+    def load_train_state_numpy(self, state: dict[str, np.ndarray], rng: bool = True) -> None:
+        """Set parameters, AdamW moments and step by name, and the dropout RNG when `rng` and present.
+
+        `state` may come from either framework (a torch state has no JAX RNG entries: this run's
+        streams are kept, i.e. they continue from the seed).
+        """
+        check_train_state(state, self.config, "training state")
+
+        def value_of(name: str, shape: tuple, dtype: Any, sharding: Any) -> jax.Array | None:
+            if name not in state or (name.startswith("rng/") and not rng):
+                return None
+            host = np.asarray(state[name])
+            if host.shape != shape:
+                raise ValueError(f"training state entry {name} has shape {host.shape}, {shape} expected")
+            return _place_one(host.astype(dtype), sharding)
+
+        self._fill(value_of, int(state["step"]))
+
+    def _fill(self, value_of: Any, step: int) -> None:
+        """Set every leaf from value_of(name, shape, dtype, sharding) in the NAMED layout (None: keep it)."""
+        for name, transpose, var in self._named_leaves():
+            old = var.get_value()
+            if name is None:  # the optimiser's step counters: all of them count optimiser steps
+                var.set_value(_place_one(np.full(old.shape, step, old.dtype), old.sharding))
+                continue
+            data = jax.random.key_data(old) if _is_key(old) else old
+            new = value_of(name, data.T.shape if transpose else data.shape, data.dtype,
+                           _transposed(data.sharding) if transpose else data.sharding)
+            if new is None:
+                continue
+            if transpose:
+                new = jax.jit(jnp.transpose, out_shardings=data.sharding)(new)
+            var.set_value(jax.random.wrap_key_data(new, impl=jax.random.key_impl(old)) if _is_key(old) else new)
+        self.step_count = step
+
+    def save(self, directory: Path, asynchronous: bool = False) -> Any:
+        """Write the named state with orbax into DIR/state; all processes call it (the write is collective).
+
+        With `asynchronous`, returns once the arrays are copied off the devices; the returned
+        handle's wait() blocks until the files are written (jaxgpt/common/checkpoint.py commits then).
+        """
         import orbax.checkpoint as ocp
 
-        leaves = jax.tree.leaves(self.state)
-        arrays = {f"{i:05d}": jax.random.key_data(v) if _is_key(v) else v for i, v in enumerate(leaves)}
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(Path(directory).absolute() / "state", {"leaves": arrays, "step": np.asarray(self.step_count, np.int64)})
+        tree = _nest(self._named_arrays())
+        ckptr = ocp.StandardCheckpointer()
+        ckptr.save(Path(directory).absolute() / "state", tree)
+        handle = _OrbaxWrite(ckptr)
+        if asynchronous:
+            return handle
+        handle.wait()
+        return None
 
     def restore(self, directory: Path) -> None:
+        """Read DIR/state (this framework's format) back into the live state, each array onto its sharding."""
         import orbax.checkpoint as ocp
 
-        leaves, treedef = jax.tree.flatten(self.state)
-        target = {}
-        for i, v in enumerate(leaves):
-            data = jax.random.key_data(v) if _is_key(v) else v
-            target[f"{i:05d}"] = jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=data.sharding)
+        target: dict[str, Any] = {"step": np.asarray(0, np.int64)}
+        for name, transpose, var in self._named_leaves():
+            if name is not None:
+                v = var.get_value()
+                data = jax.random.key_data(v) if _is_key(v) else v
+                target[name] = jax.ShapeDtypeStruct(data.T.shape if transpose else data.shape, data.dtype,
+                                                    sharding=_transposed(data.sharding) if transpose else data.sharding)
         with ocp.StandardCheckpointer() as ckptr:
-            got = ckptr.restore(Path(directory).absolute() / "state", {"leaves": target, "step": np.asarray(0, np.int64)})
-        new = [jax.random.wrap_key_data(got["leaves"][f"{i:05d}"], impl=jax.random.key_impl(old)) if _is_key(old)
-               else got["leaves"][f"{i:05d}"] for i, old in enumerate(leaves)]
-        self.state = jax.tree.unflatten(treedef, new)
-        self.step_count = int(got["step"])
+            got = _flatten(ckptr.restore(Path(directory).absolute() / "state", _nest(target)))
+        missing = sorted(set(target) - set(got))
+        if missing:
+            raise ValueError(f"checkpoint {directory} lacks {missing[:8]}; it was written for another model")
+        self._fill(lambda name, shape, dtype, sharding: got[name], int(got["step"]))
+
+
+class _OrbaxWrite:
+    """The handle of a (possibly background) orbax save: wait() returns when the files are complete."""
+
+    def __init__(self, ckptr: Any) -> None:
+        self.ckptr = ckptr
+
+    def wait(self) -> None:
+        self.ckptr.wait_until_finished()
+        self.ckptr.close()
+
+
+def _state_key(path: tuple) -> tuple[str | None, bool]:
+    """The named-state key of one leaf of nnx.state((model, optimizer)) and whether it is stored transposed.
+
+    (0, 'transformer', 'h', 0, 'attn', 'c_attn', 'kernel') -> ('params/transformer.h.0.attn.c_attn.weight', True)
+    (1, 'opt_state', 1, 0, 'mu', <param path>)             -> ('opt/mu/<name>', <as the parameter>)
+    (0, ..., 'drop', 'rngs', 'key')                          -> ('rng/transformer.drop.rngs.key', False)
+    (1, 'step') and every optax 'count'                      -> (None, False): all equal the step
+    """
+    if path[0] == 0:
+        rest = path[1:]
+        if len(rest) >= 2 and rest[-2] == "rngs":
+            return "rng/" + ".".join(map(str, rest)), False
+        name, transpose = _torch_name(rest)
+        return "params/" + name, transpose
+    for moment in ("mu", "nu"):
+        if moment in path:
+            name, transpose = _torch_name(path[path.index(moment) + 1:])
+            return f"opt/{moment}/{name}", transpose
+    if path[-1] not in ("count", "step"):
+        raise ValueError(f"optimiser state leaf {path} has no name in the checkpoint layout; "
+                         "extend jaxgpt/train/trainer.py's _state_key for the new optimiser")
+    return None, False
+
+
+def _transposed(sharding: Any) -> Any:
+    """The sharding of a 2-D array's transpose: the partition spec reversed."""
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        return sharding
+    spec = tuple(sharding.spec) + (None,) * (2 - len(sharding.spec))
+    return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*reversed(spec)))
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"opt/mu/x": a, "step": s} -> {"opt": {"mu": {"x": a}}, "step": s}: orbax's tree, keyed by name."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *groups, name = key.split("/")
+        node = tree
+        for g in groups:
+            node = node.setdefault(g, {})
+        node[name] = value
+    return tree
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out |= _flatten(v, f"{prefix}{k}/")
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def read_state(directory: Path) -> dict[str, np.ndarray]:
+    """A JAX checkpoint's named state as host numpy arrays, without a Trainer (e.g. to resume it in torch).
+
+    Restores every array onto this process's first CPU device, whatever the devices that wrote it.
+    """
+    import orbax.checkpoint as ocp
+
+    path = Path(directory).absolute() / "state"
+    cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+    with ocp.StandardCheckpointer() as ckptr:
+        meta = ckptr.metadata(path).item_metadata.tree
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu) if m.shape else
+                              np.zeros((), m.dtype), meta)
+        got = ckptr.restore(path, target)
+    return {k: np.asarray(v) for k, v in _flatten(got).items()}
 
 
 def fetch(x: jax.Array) -> float:

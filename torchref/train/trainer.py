@@ -6,6 +6,11 @@ micro-step (`no_sync` on the others, as build-nanogpt does). Then clip + AdamW w
 learning rate (torchref/train/optimizer.py). The logged loss is the mean over micro-steps and,
 under DDP, over processes. bf16 compute uses autocast (parameters, gradients and AdamW state
 stay fp32); `compile=True` wraps the model in torch.compile.
+
+Checkpoints are the named training state of jaxgpt/common/checkpoint.py (parameters and AdamW
+moments under the weight table's names, `step`, the torch RNG states) in state.safetensors, which
+numpy reads without torch: a torch checkpoint resumes in JAX and a JAX one here
+(`load_train_state_numpy`).
 """
 
 from __future__ import annotations
@@ -18,28 +23,33 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from jaxgpt.common.checkpoint import (
+    SAFETENSORS_FORMAT,
+    check_train_state,
+    group,
+    read_safetensors_state,
+    write_safetensors_state,
+)
 from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.recipes import check_trainer_args
 from jaxgpt.common.schedule import OptimConfig
 from jaxgpt.common.weights import save_hf_dir
 from torchref.gpt import GPT
 from torchref.train.optimizer import make_optimizer, optimizer_step
 from torchref.train.sharding import barrier, is_distributed, mean_across
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 class Trainer:
     """torchref GPT + torch AdamW (same recipe), optionally DDP across torchrun processes."""
 
     framework = "torch"
+    state_format = SAFETENSORS_FORMAT
 
     def __init__(self, config: GPTConfig, optim: OptimConfig, weights: dict[str, np.ndarray] | None = None,
                  seed: int = 0, *, grad_accum: int = 1, dtype: str = "float32", device: str | torch.device | None = None,
                  compile: bool = False) -> None:
-        if grad_accum < 1:
-            raise ValueError(f"grad_accum={grad_accum} must be >= 1")
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype={dtype!r} is unknown; use one of {sorted(DTYPES)}")
+        check_trainer_args(grad_accum, dtype)
         self.config, self.optim, self.step_count = config, optim, 0
         self.grad_accum, self.dtype = grad_accum, dtype
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -112,25 +122,54 @@ class Trainer:
             save_hf_dir(path, self.state_numpy(), self.config)
         barrier()
 
-    # ---- checkpoints ---------------------------------------------------------------------------
-    def save(self, directory: Path) -> None:
-        """Params, optimiser state, step and RNG in state.pt; rank 0 writes (the ranks hold the same state)."""
-        if is_distributed() and torch.distributed.get_rank() != 0:
-            return
-        rng = {"cpu": torch.get_rng_state()}
+    # ---- the training state by name, and checkpoints ------------------------------------------------
+    def _params_by_name(self) -> dict[str, torch.nn.Parameter]:
+        return dict(self.model.named_parameters())  # tied weights appear once, as wte (the weight table's rule)
+
+    def train_state_numpy(self) -> dict[str, np.ndarray]:
+        """The whole training state as numpy arrays by name (jaxgpt/common/checkpoint.py's layout)."""
+        host = lambda t: t.detach().float().cpu().numpy().copy()  # noqa: E731
+        out = {f"params/{k}": host(p) for k, p in self._params_by_name().items()}
+        for k, p in self._params_by_name().items():
+            st = self.opt.state.get(p, {})
+            zero = np.zeros(tuple(p.shape), np.float32)  # AdamW creates its moments at the first step
+            out[f"opt/mu/{k}"] = host(st["exp_avg"]) if "exp_avg" in st else zero
+            out[f"opt/nu/{k}"] = host(st["exp_avg_sq"]) if "exp_avg_sq" in st else zero
+        out["step"] = np.asarray(self.step_count, np.int64)
+        out["rng/cpu"] = torch.get_rng_state().numpy().copy()
         if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step_count,
-                    "rng": rng}, Path(directory) / "state.pt")
+            out["rng/cuda"] = torch.cuda.get_rng_state(self.device).numpy().copy()
+        return out
+
+    @torch.no_grad()
+    def load_train_state_numpy(self, state: dict[str, np.ndarray], rng: bool = True) -> None:
+        """Set parameters, AdamW moments and step by name, and the torch RNG when `rng` and present.
+
+        `state` may come from either framework (a JAX state has no torch RNG entries: the generator
+        keeps its state, i.e. it continues from this run's seed).
+        """
+        check_train_state(state, self.config, "training state")
+        params, step = self._params_by_name(), int(state["step"])
+        self.model.load_numpy(group(state, "params"))
+        mu, nu = group(state, "opt/mu"), group(state, "opt/nu")
+        # Through load_state_dict, so torch puts each entry where its AdamW variant (fused or not) wants it.
+        sd = self.opt.state_dict()
+        index = {id(p): i for i, p in enumerate(p for g in self.opt.param_groups for p in g["params"])}
+        sd["state"] = {} if step == 0 else {
+            index[id(p)]: {"step": torch.tensor(float(step)), "exp_avg": torch.from_numpy(np.array(mu[k], np.float32)),
+                           "exp_avg_sq": torch.from_numpy(np.array(nu[k], np.float32))} for k, p in params.items()}
+        self.opt.load_state_dict(sd)
+        self.step_count = step
+        if rng and "rng/cpu" in state:
+            torch.set_rng_state(torch.from_numpy(np.array(state["rng/cpu"], np.uint8)))
+        if rng and "rng/cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(torch.from_numpy(np.array(state["rng/cuda"], np.uint8)), self.device)
+
+    def save(self, directory: Path) -> None:
+        """The named state as DIR/state.safetensors; rank 0 writes (the ranks hold the same state)."""
+        state = self.train_state_numpy()
+        if not is_distributed() or torch.distributed.get_rank() == 0:
+            write_safetensors_state(Path(directory), state)
 
     def restore(self, directory: Path) -> None:
-        ckpt = torch.load(Path(directory) / "state.pt", map_location=self.device, weights_only=True)
-        self.model.load_state_dict(ckpt["model"])
-        self.opt.load_state_dict(ckpt["opt"])
-        self.step_count = int(ckpt["step"])
-        rng = ckpt["rng"]
-        if isinstance(rng, torch.Tensor):  # checkpoints of the poetry stage: the CPU state only
-            rng = {"cpu": rng}
-        torch.set_rng_state(rng["cpu"].cpu())
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
+        self.load_train_state_numpy(read_safetensors_state(Path(directory)))

@@ -1,0 +1,144 @@
+"""What `scripts/train.py` does: one GPT training run, any preset, either framework.
+
+    configs (preset + --key=value) -> data checks (framework-free, before anything heavy) ->
+    the framework's processes and devices -> loaders -> Trainer -> resume or start -> Loop.run
+
+Framework-free: the framework is imported only through jaxgpt/common/frameworks.py, so a JAX run
+never imports torch. Every problem with the input is a ValueError/FileNotFoundError with the fix,
+raised before anything is written; `main` turns them into one `error:` line and the exit codes
+of jaxgpt/common/runlog.py (1 bad input, 3 diverged, 128+N signal N).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jaxgpt.common import frameworks
+from jaxgpt.common.checkpoint import CheckpointDir, check_writable
+from jaxgpt.common.config import GPTConfig, UsageError
+from jaxgpt.common.data.codec import TOKENIZER_FILE, load_codec, open_tokenizer
+from jaxgpt.common.data.loader import ShardLoader, list_shards
+from jaxgpt.common.data.prepare import DataInfo, read_data_info
+from jaxgpt.common.loop import Launch, Loop, RunData
+from jaxgpt.common.recipes import TrainConfig, batch_layout, configs_for
+from jaxgpt.common.resume import run_identity, start_step
+from jaxgpt.common.runlog import EXIT_BAD_INPUT, EXIT_USAGE, Stop
+
+GPT2_VOCAB = 50257
+GPT2_ENCODINGS = ("gpt2", "r50k_base")  # the same ranks and ids: HellaSwag's tokenizer
+
+
+def check_data(data: DataInfo, model: GPTConfig, preset: str) -> None:
+    """The shards' tokenizer must be the model's vocabulary (one line naming both and the fix)."""
+    for split in ("train", "val"):
+        list_shards(data.path, split)  # missing folder / shards: FileNotFoundError saying how to make them
+    tok = data.tokenizer
+    if tok is not None and tok.vocab_size != model.vocab_size:
+        raise ValueError(f"the shards in {data.path} were made with the tokenizer {tok.name!r} of {tok.vocab_size} ids, "
+                         f"but the model (--preset {preset}) has vocab_size={model.vocab_size}; pass "
+                         f"--vocab_size={tok.vocab_size}, or prepare the data with a {model.vocab_size}-id tokenizer")
+
+
+def check_export(model: GPTConfig, cfg: TrainConfig) -> None:
+    """Refuse at the start, not after training, a model that a Hugging Face GPT-2 directory cannot hold."""
+    if cfg.export_hf:
+        from jaxgpt.common.weights import hf_config_dict
+
+        try:
+            hf_config_dict(model)
+        except ValueError as e:
+            raise ValueError(f"{e}; pass --export_hf=false") from None
+
+
+def text_codec(data: DataInfo, model: GPTConfig, cfg: TrainConfig, log: Callable[[str], None]) -> Any:
+    """The tokenizer that decodes samples, or None when there are none to decode."""
+    if not cfg.sample_every:
+        return None
+    if data.tokenizer is not None:
+        return load_codec(data.tokenizer, data.path)
+    if model.vocab_size == GPT2_VOCAB:  # build-nanogpt's shards come without a manifest
+        log(f"note: {data.path} has no manifest.json; samples assume the GPT-2 tokenizer (vocab 50257)")
+        return open_tokenizer("gpt2")
+    raise ValueError(f"{data.path} has no manifest.json, so the tokenizer that decodes samples is unknown; make the "
+                     "shards with scripts/prepare_data.py, or pass --sample_every=0")
+
+
+def hellaswag_tasks(data: DataInfo, model: GPTConfig, cfg: TrainConfig) -> list | None:
+    """HellaSwag rendered once for the run (GPT-2 tokenizer), or None."""
+    if not cfg.hellaswag_file:
+        return None
+    tok = data.tokenizer
+    if model.vocab_size != GPT2_VOCAB or (tok is not None and (tok.kind, tok.name) not in
+                                          [("tiktoken", n) for n in GPT2_ENCODINGS]):
+        raise ValueError(f"--hellaswag_file is scored with the GPT-2 tokenizer, but this model's data uses "
+                         f"{tok.name if tok else f'a {model.vocab_size}-id vocabulary'}; pass --hellaswag_file=''")
+    from jaxgpt.common.data.hellaswag import hellaswag_file, load_examples, pad_token, render_example
+
+    enc = open_tokenizer("gpt2").impl
+    examples = load_examples(hellaswag_file(cfg.hellaswag_file), cfg.hellaswag_limit or None)
+    return [render_example(ex, enc, model.block_size, pad_token(model)) for ex in examples]
+
+
+def train(preset: str, overrides: list[str], framework: str = "jax", resume: bool = False,
+          launch: Launch = Launch(), log: Callable[[str], None] = lambda m: print(m, flush=True)) -> dict:
+    """Train `preset` (with --key=value overrides) in `framework`; the final metrics (metrics.json)."""
+    frameworks.check_framework(framework)
+    model_cfg, cfg, optim = configs_for(preset, overrides)
+    if not cfg.data_dir:
+        raise ValueError("no --data_dir: pass the folder of shards made by scripts/prepare_data.py")
+    data = read_data_info(cfg.data_dir)
+    check_data(data, model_cfg, preset)
+    check_export(model_cfg, cfg)
+    codec = text_codec(data, model_cfg, cfg, log)
+    tasks = hellaswag_tasks(data, model_cfg, cfg)
+    out = Path(cfg.out_dir or f"out/{preset}-{framework}")
+
+    fw = frameworks.runtime(framework)
+    cluster = fw.connect(launch)
+    micro, accum = batch_layout(cfg.total_batch_tokens, cfg.micro_batch, cfg.seq_len, cluster.n_devices)
+    rows = micro * cluster.local_devices  # this process's rows per micro-step
+    pid, nproc = cluster.process_index, cluster.num_processes
+    train_loader = ShardLoader(cfg.data_dir, "train", rows * accum, cfg.seq_len, pid, nproc,
+                               vocab_size=model_cfg.vocab_size, shuffle_seed=cfg.shuffle_seed)
+    val_loader = ShardLoader(cfg.data_dir, "val", rows, cfg.seq_len, pid, nproc, vocab_size=model_cfg.vocab_size)
+    rt = fw.make_runtime(model_cfg, cfg, optim, cluster, accum)
+    rt.log = log
+    if rt.primary:
+        check_writable(out)
+    rt.barrier()
+    ckpts = CheckpointDir(out / "checkpoints", cfg.keep, is_primary=rt.primary, barrier=rt.barrier, log=log)
+    identity = run_identity(model_cfg, cfg, optim, data.tokenizer.to_dict() if data.tokenizer else None)
+    start = start_step(ckpts, rt.trainer, train_loader, identity, resume, log)
+    if rt.primary and data.tokenizer is not None and data.tokenizer.kind == "bpe":
+        shutil.copyfile(data.path / TOKENIZER_FILE, out / TOKENIZER_FILE)  # the run folder decodes its samples
+    log(f"{framework}: {preset}, {model_cfg.n_layer} layers, {cluster.n_devices} devices in {nproc} process(es), "
+        f"{cfg.total_batch_tokens:,} tokens/step = {micro} rows x {cfg.seq_len} x {cluster.n_devices} devices x "
+        f"{accum} accumulation steps, {cfg.dtype}{', FSDP' if cfg.fsdp else ''}; data {data.path}"
+        + (f" ({data.tokenizer.name}, {data.tokenizer.vocab_size} ids)" if data.tokenizer else ""))
+    run = RunData(train_loader, val_loader, codec, data.bytes_per_token("val"), tasks)
+    loop = Loop(model_cfg, cfg, optim, rt, run, out, ckpts, {"preset": preset, "config": identity})
+    return loop.run(start)
+
+
+def main(preset: str, overrides: list[str], framework: str = "jax", resume: bool = False,
+         launch: Launch = Launch()) -> int:
+    """`train` with the CLI's conventions: one `error:` line on stderr and an exit code, no traceback."""
+    try:
+        m = train(preset, overrides, framework, resume, launch)
+    except Stop as e:
+        print(f"{'error: ' if e.code == 3 else ''}{e}", file=sys.stderr, flush=True)
+        return e.code
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    bpb = f", {m['val_bpb']:.4f} bits/byte" if m.get("val_bpb") is not None else ""
+    speed = f", {m['steps_per_s']:.2f} steps/s" if m.get("steps_per_s") else ""
+    print(f"done: step {m['step']}, val loss {m['val_loss']:.4f}{bpb}{speed}", flush=True)
+    return 0

@@ -1,0 +1,60 @@
+"""JAX's side of a training run: processes and devices (`connect`), then the trainer and what the loop calls.
+
+Mirrored by `torchref/train/runtime.py`; both are reached through jaxgpt/common/frameworks.py, and
+the framework-free loop (jaxgpt/common/loop.py) drives what `make_runtime` returns.
+
+One process drives every local device: the mesh spans all devices of all processes (multi-host
+via `jax.distributed`, see jaxgpt/train/sharding.py), each process loads micro_batch x its local
+devices rows per micro-step, and the jitted step reduces the gradients over the mesh.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.loop import Cluster, Launch, Runtime
+from jaxgpt.common.recipes import TrainConfig
+from jaxgpt.common.schedule import OptimConfig
+
+
+def connect(launch: Launch) -> Cluster:
+    """Join the other processes (if any) and build the mesh; must run before anything touches a device."""
+    from jaxgpt.train.sharding import init_distributed
+
+    init_distributed(launch.coordinator, launch.num_processes, launch.process_id)
+    import jax
+
+    from jaxgpt.train.sharding import make_mesh
+
+    mesh = make_mesh()
+    return Cluster("jax", jax.process_index(), jax.process_count(), mesh.size, jax.local_device_count(),
+                   jax.devices()[0].device_kind, mesh)
+
+
+def make_runtime(model_cfg: GPTConfig, cfg: TrainConfig, optim: OptimConfig, cluster: Cluster,
+                 grad_accum: int) -> Runtime:
+    """The JAX Trainer on the cluster's mesh, with the loop's callbacks (barrier, fetch, HellaSwag)."""
+    if cfg.compile:
+        raise ValueError("--compile=true is a torch option (JAX always compiles its step); drop it for --framework jax")
+    import jax
+
+    from jaxgpt.train.sharding import barrier
+    from jaxgpt.train.trainer import Trainer, fetch
+
+    mesh = cluster.handle
+    gpu = jax.default_backend() == "gpu"
+    trainer = Trainer(model_cfg, optim, seed=cfg.seed, grad_accum=grad_accum, dtype=cfg.dtype, mesh=mesh,
+                      fsdp=cfg.fsdp, attn_impl="cudnn" if gpu and cfg.dtype == "bfloat16" else None)
+
+    def hellaswag(rendered: Sequence[Any]) -> dict:
+        from jaxgpt.eval.hellaswag import evaluate_hellaswag
+
+        return evaluate_hellaswag(trainer.model_view(), rendered, batch_size=2 * cluster.local_devices, mesh=mesh)
+
+    # --async_checkpoint: save returns once the arrays are off the devices; orbax writes the files in the
+    # background and the checkpoint is committed (meta.json, rename) when they are complete.
+    return Runtime(trainer, cluster, barrier, fetch, async_dispatch=True, hellaswag=hellaswag,
+                   save=functools.partial(trainer.save, asynchronous=cfg.async_checkpoint))

@@ -1,0 +1,51 @@
+"""torch's side of a training run: the mirror of `jaxgpt/train/runtime.py`.
+
+One process per device under torchrun (DDP, torchref/train/sharding.py) or a single process; each
+loads micro_batch rows per micro-step. Reached through jaxgpt/common/frameworks.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.loop import Cluster, Launch, Runtime
+from jaxgpt.common.recipes import TrainConfig
+from jaxgpt.common.schedule import OptimConfig
+
+
+def connect(launch: Launch) -> Cluster:
+    """Open the torchrun process group (or nothing, for one process)."""
+    from torchref.train.sharding import init_distributed
+
+    if launch.coordinator or launch.num_processes or launch.process_id is not None:
+        raise ValueError("--coordinator/--num_processes/--process_id are for JAX; launch torch processes with "
+                         "torchrun (e.g. torchrun --nproc_per_node=8 scripts/train.py --framework torch ...)")
+    info = init_distributed()
+    torch.set_float32_matmul_precision("high")  # TF32 on GPUs for what autocast leaves in fp32 (build-nanogpt)
+    name = torch.cuda.get_device_name(info.device) if info.device.type == "cuda" else "cpu"
+    return Cluster("torch", info.rank, info.world_size, info.world_size, 1, name, info)
+
+
+def make_runtime(model_cfg: GPTConfig, cfg: TrainConfig, optim: OptimConfig, cluster: Cluster,
+                 grad_accum: int) -> Runtime:
+    """The torch Trainer on this process's device, with the loop's callbacks (barrier, fetch, HellaSwag)."""
+    for flag in ("fsdp", "async_checkpoint"):
+        if getattr(cfg, flag):
+            raise ValueError(f"--{flag}=true is a JAX option; drop it for --framework torch")
+    from torchref.train.sharding import barrier
+    from torchref.train.trainer import Trainer
+
+    device = cluster.handle.device
+    trainer = Trainer(model_cfg, optim, seed=cfg.seed, grad_accum=grad_accum, dtype=cfg.dtype, device=device,
+                      compile=cfg.compile)
+
+    def hellaswag(rendered: Sequence[Any]) -> dict:
+        from torchref.eval.hellaswag import evaluate_hellaswag
+
+        return evaluate_hellaswag(trainer.model_view(), rendered, batch_size=8, device=device)
+
+    return Runtime(trainer, cluster, barrier, float, async_dispatch=device.type == "cuda", hellaswag=hellaswag)
