@@ -27,6 +27,7 @@ from jaxgpt.common.data.hellaswag import (
 )
 from jaxgpt.eval import hellaswag as jhs
 from jaxgpt.gpt import GPT as JaxGPT
+from jaxgpt.train.sharding import make_mesh
 from parity_tests.helpers import FWD_ATOL, assert_close, seed_all
 from torchref.eval import hellaswag as ths
 from torchref.gpt import GPT as TorchGPT
@@ -171,7 +172,7 @@ def test_eight_simulated_devices_give_the_same_numbers_as_one(examples, compact,
 
     assert jax.device_count() == 8, "conftest.py sets XLA_FLAGS for 8 simulated CPU devices"
     jm = compact_twins[0]
-    mesh = jhs.make_data_mesh()
+    mesh = make_mesh()
     seen = []  # the sharding of every batch the jitted scorer received
     original = jhs._token_losses
 

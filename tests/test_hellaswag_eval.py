@@ -1,4 +1,4 @@
-"""HellaSwag scoring end to end: scripts/hellaswag.py in both frameworks, its errors, and evaluation
+"""HellaSwag scoring end to end: scripts/hellaswag.py (jaxgpt.common.evaluate) in both frameworks, its errors, and evaluation
 split over 2 processes (JAX: 2 x 4 CPU devices with jax.distributed; torch: 2 gloo ranks) giving
 exactly the one-process numbers on every process.
 
@@ -19,6 +19,7 @@ import pytest
 
 from conftest import ROOT, data_file, tiktoken_encoding
 from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.evaluate import hellaswag_main
 
 SCRIPT = ROOT / "scripts" / "hellaswag.py"
 
@@ -48,25 +49,26 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
 
 
-def import_cli():
-    """scripts/hellaswag.py as a module (under its own name: `hellaswag` alone could clash)."""
-    import importlib.util
+def cli(*args: str) -> int:
+    """scripts/hellaswag.py in this process (so the JAX side shards over the 8 simulated devices)."""
+    import argparse
 
-    if "hellaswag_cli" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("hellaswag_cli", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["hellaswag_cli"] = module  # before executing it: dataclasses look their module up
-        spec.loader.exec_module(module)
-    return sys.modules["hellaswag_cli"]
+    ap = argparse.ArgumentParser()
+    for flag in ("--checkpoint", "--hf-dir", "--framework", "--data", "--json"):
+        ap.add_argument(flag)
+    ap.add_argument("--limit", type=int)
+    ap.add_argument("--batch-size", type=int, default=8)
+    a = ap.parse_args(args)
+    return hellaswag_main(a.framework, a.checkpoint, a.hf_dir, a.data, a.limit, a.batch_size, a.json, progress=False)
 
 
 def save_checkpoint(trainer, run: Path, step: int) -> None:
-    """What the GPT-2 training loop writes: RUN/checkpoints/step_XXXXXXXX/ (meta.json + state)."""
+    """What the training loop writes: RUN/checkpoints/step_XXXXXXXX/ (meta.json + the named state)."""
     import dataclasses
 
     from jaxgpt.common.checkpoint import CheckpointDir
 
-    meta = {"framework": trainer.framework,
+    meta = {"framework": trainer.framework, "state_format": trainer.state_format,
             "config": {"model": trainer.config.to_dict(), "optim": dataclasses.asdict(trainer.optim)}}
     CheckpointDir(run / "checkpoints").save(step, trainer.save, json.loads(json.dumps(meta)))
 
@@ -76,17 +78,18 @@ def test_cli_jax_checkpoint_and_torch_export_give_the_same_predictions(tmp_path,
     from jaxgpt.common.schedule import OptimConfig
     from jaxgpt.train.trainer import Trainer
 
-    cli = import_cli()
     # block_size 40: 2 of the first 8 sample rows are longer, so their context is cut from the left.
     trainer = Trainer(GPTConfig(block_size=40, vocab_size=50257, n_layer=1, n_head=2, n_embd=16), OptimConfig(), seed=3)
     save_checkpoint(trainer, tmp_path / "run", 5)
     trainer.save_hf(tmp_path / "hf")  # the same weights as a Hugging Face directory
-    common = ["--data", str(sample), "--limit", "8", "--batch-size", "4", "--no-progress"]
-    cli.main(["--checkpoint", str(tmp_path / "run"), "--framework", "jax", "--json", str(tmp_path / "j.json"), *common])
+    common = ["--data", str(sample), "--limit", "8", "--batch-size", "4"]
+    assert cli("--checkpoint", str(tmp_path / "run"), "--framework", "jax", "--json", str(tmp_path / "j.json"),
+               *common) == 0
     text = capsys.readouterr().out
     assert "8 tasks from" in text and "(jax training checkpoint, step 5)" in text
     assert "2 task(s) exceed block_size 40: their context was cut from the left" in text
-    cli.main(["--hf-dir", str(tmp_path / "hf"), "--framework", "torch", "--json", str(tmp_path / "t.json"), *common])
+    assert cli("--hf-dir", str(tmp_path / "hf"), "--framework", "torch", "--json", str(tmp_path / "t.json"),
+               *common) == 0
     assert "(Hugging Face directory)" in capsys.readouterr().out
     j, t = (json.loads((tmp_path / f).read_text()) for f in ("j.json", "t.json"))
     assert j["count"] == t["count"] == 8 and j["index"] == list(range(8)) and j["truncated"] == 2
@@ -99,21 +102,21 @@ def test_cli_torch_checkpoint_run_dir_and_its_hf_export(tmp_path, sample, capsys
     from jaxgpt.common.schedule import OptimConfig
     from torchref.train.trainer import Trainer
 
-    cli = import_cli()
     trainer = Trainer(GPTConfig(block_size=64, vocab_size=50257, n_layer=1, n_head=2, n_embd=16), OptimConfig(), seed=4)
     run = tmp_path / "run"
     save_checkpoint(trainer, run, 7)
-    common = ["--checkpoint", str(run), "--framework", "torch", "--data", str(sample), "--limit", "8", "--no-progress"]
-    cli.main([*common, "--json", str(tmp_path / "ckpt.json")])
+    common = ["--checkpoint", str(run), "--data", str(sample), "--limit", "8"]
+    assert cli(*common, "--framework", "torch", "--json", str(tmp_path / "ckpt.json")) == 0
     assert "(torch training checkpoint, step 7)" in capsys.readouterr().out
+    assert cli(*common, "--framework", "jax", "--json", str(tmp_path / "ckpt_jax.json")) == 0  # read by name in JAX
     trainer.save_hf(run / "hf")  # a finished run: its final export is preferred
-    cli.main([*common, "--json", str(tmp_path / "hf.json")])
+    assert cli(*common, "--framework", "torch", "--json", str(tmp_path / "hf.json")) == 0
     assert f"model {run / 'hf'} (Hugging Face directory)" in capsys.readouterr().out
-    a, b = (json.loads((tmp_path / f).read_text()) for f in ("ckpt.json", "hf.json"))
-    assert (a["pred"], a["pred_norm"], a["count"]) == (b["pred"], b["pred_norm"], 8)
+    a, b, c = (json.loads((tmp_path / f).read_text()) for f in ("ckpt.json", "ckpt_jax.json", "hf.json"))
+    assert (a["pred"], a["pred_norm"], a["count"]) == (b["pred"], b["pred_norm"], 8) == (c["pred"], c["pred_norm"], 8)
 
 
-def test_cli_errors_are_clear_and_exit_non_zero(tmp_path, sample):
+def test_cli_errors_are_clear_and_exit_non_zero(tmp_path, sample, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"ctx": "a", "label": 0, "endings": ["a", "b", "c", "d"]}) + "\n{oops\n")
     (tmp_path / "half").mkdir()
@@ -123,18 +126,16 @@ def test_cli_errors_are_clear_and_exit_non_zero(tmp_path, sample):
     cases = [
         (["--hf-dir", str(tmp_path / "nope")], "--hf-dir .*nope not found"),
         (["--hf-dir", str(tmp_path / "half")], "lacks model.safetensors"),
-        (["--checkpoint", str(tmp_path)], "holds no model this script can read: expected a Hugging Face directory"),
+        (["--checkpoint", str(tmp_path)], "holds no model: expected a Hugging Face directory"),
         (["--hf-dir", str(model), "--data", str(tmp_path / "missing.jsonl")], "missing.jsonl not found; check --data"),
         (["--hf-dir", str(model), "--data", str(bad)], r"bad.jsonl:2: invalid JSON"),
         (["--hf-dir", str(model), "--data", str(sample), "--limit", "0"], "--limit must be >= 1"),
         (["--hf-dir", str(small), "--data", str(sample), "--limit", "2"], r">= the model's vocab_size 1000"),
     ]
-    cli = import_cli()
     for args, message in cases:
-        with pytest.raises(SystemExit) as e:
-            cli.main([*args, "--framework", "torch", "--no-progress"])
-        assert isinstance(e.value.code, str) and e.value.code.startswith("error: "), e.value.code
-        assert re.search(message, e.value.code), (message, e.value.code)
+        assert cli(*args, "--framework", "torch") == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and re.search(message, err), (message, err)
     # As a user sees it: one line on stderr, exit status 1, no traceback.
     r = run_cli("--hf-dir", str(tmp_path / "nope"), "--framework", "jax")
     assert r.returncode == 1 and r.stderr.startswith("error: --hf-dir") and "Traceback" not in r.stderr
@@ -160,8 +161,9 @@ if framework == "jax":
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=rank)
     from jaxgpt.eval import hellaswag as ev
     from jaxgpt.gpt import GPT
+    from jaxgpt.train.sharding import make_mesh
     assert jax.device_count() == 8 and jax.local_device_count() == 4
-    r = ev.evaluate_hellaswag(GPT.from_hf(model_dir), examples, batch_size=4, mesh=ev.make_data_mesh(), enc=ModEnc())
+    r = ev.evaluate_hellaswag(GPT.from_hf(model_dir), examples, batch_size=4, mesh=make_mesh(), enc=ModEnc())
 else:
     import torch
     import torch.distributed as dist

@@ -1,33 +1,30 @@
-"""The poetry stage: corpus loading and its errors, train_gpt.py's exact resume and config checks,
-and sample.py across frameworks, all on a tiny model and a small synthetic corpus."""
+"""The poetry stage through the one training path: shards of our BPE (scripts/prepare_data.py), then
+scripts/train.py --preset poetry in both frameworks (exact resume after SIGKILL, SIGTERM -> 143, refused
+resumes), bits per byte, samples during training, and scripts/sample.py across frameworks. Tiny model,
+small synthetic corpus."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from jaxgpt.common import sampling, training
+from jaxgpt.common.checkpoint import CheckpointDir, group
+from jaxgpt.common.data.documents import DocSource
+from jaxgpt.common.data.prepare import PrepareConfig, prepare, train_bpe_tokenizer
+from jaxgpt.common.resume import read_train_state
+from jaxgpt.common.runlog import read_log
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import sample as sample_cli
-import train_gpt
-
-from jaxgpt.common.data.poetry import (
-    EOP,
-    bits_per_byte,
-    build_poetry_data,
-    encode_poems,
-    load_poems,
-    split_poems,
-    train_tokenizer,
-)
-
+SCRIPT = ROOT / "scripts" / "train.py"
 VERSE = "le ciel la mer un soir mon cœur ô nuit les étoiles tremblent doucement sur l'onde où rêve une âme"
 WORDS = VERSE.split()
 
@@ -43,198 +40,136 @@ def make_poems(n: int, seed: int = 0) -> list[str]:
     return poems
 
 
-POEMS = make_poems(120)
+POEMS = make_poems(160)
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
+def data(tmp_path_factory) -> Path:
+    """The corpus as shards of our BPE (300 ids, trained on the train poems), 10% of the poems held out."""
     d = tmp_path_factory.mktemp("corpus")
     (d / "poems.txt").write_text("\n\n".join(POEMS) + "\n", encoding="utf-8")
-    return d / "poems.txt"
+    cfg = PrepareConfig(DocSource(files=(str(d / "poems.txt"),)), train_tokenizer=300, val_fraction=0.1)
+    prepare(cfg, d / "shards", progress=False, log=lambda m: None)
+    return d / "shards"
 
 
-# ---- loading -------------------------------------------------------------------------------------
-
-def test_txt_split_by_blank_lines(tmp_path):
-    (tmp_path / "p.txt").write_text("\n\nA b\nC d\n\n\n\nE f\n  \nG h\nI j\n", encoding="utf-8")
-    assert load_poems(tmp_path / "p.txt") == ["A b\nC d", "E f", "G h\nI j"]
-
-
-def test_jsonl_json_parquet_and_directory(tmp_path):
-    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
-    d = tmp_path / "mixed"
-    d.mkdir()
-    with open(d / "a.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps({"title": "t", "text": p}, ensure_ascii=False) + "\n" for p in POEMS[:3])
-    (d / "b.json").write_text(json.dumps({"poems": [{"content": p} for p in POEMS[3:5]]}), encoding="utf-8")
-    pq.write_table(pa.table({"poem": POEMS[5:8], "poet": ["x"] * 3}), d / "c.parquet")
-    (d / "d.txt").write_text("\n\n".join(POEMS[8:10]), encoding="utf-8")
-    (d / "notes.md").write_text("not a corpus file: ignored")
-    assert load_poems(d / "a.jsonl") == POEMS[:3]
-    assert load_poems(d / "b.json") == POEMS[3:5]
-    assert load_poems(d / "c.parquet") == POEMS[5:8]
-    assert load_poems(d) == POEMS[:10]  # sorted file order: a.jsonl, b.json, c.parquet, d.txt
-    assert load_poems(d / "c.parquet", text_field="poet") == ["x"] * 3
+# 8 x 16 tokens per step: one row per simulated JAX device (conftest.py). Dropout on in both frameworks, so
+# the dropout RNG state must resume exactly too.
+TINY = ["--n_layer=1", "--n_embd=16", "--n_head=2", "--block_size=16", "--vocab_size=300", "--total_batch_tokens=128",
+        "--max_steps=6", "--warmup_steps=2", "--val_every=3", "--val_steps=1", "--final_val_steps=2", "--ckpt_every=3",
+        "--sample_every=3", "--sample_tokens=6", "--plot=false", "--dropout=0.1"]
 
 
-def test_hf_records_cleaned_as_the_original(monkeypatch):
-    datasets = pytest.importorskip("datasets")
-    rows = [{"title": "Le Lac", "poet": "Lamartine",
-             "text": "Le Lac\nPoète : Lamartine\nRecueil : Méditations\nAinsi, toujours poussés\nvers de nouveaux rivages"},
-            {"title": "X", "poet": "Y", "text": "Poésie : X\nUn vers"}]
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, split: rows)
-    assert load_poems("hf:manu/french_poetry") == ["Ainsi, toujours poussés\nvers de nouveaux rivages", "Un vers"]
+def args(data: Path, out: Path, framework: str, *extra: str) -> list[str]:
+    return ["--preset", "poetry", "--framework", framework, f"--data_dir={data}", f"--out_dir={out}", *TINY, *extra]
 
 
-def test_bad_corpora_name_the_problem(tmp_path):
-    (tmp_path / "empty.txt").write_text("\n \n\n")
-    with pytest.raises(ValueError, match="empty"):
-        load_poems(tmp_path / "empty.txt")
-    (tmp_path / "f.jsonl").write_text(json.dumps({"body": "x", "author": "y"}) + "\n")
-    with pytest.raises(ValueError, match=r"fields found are \['author', 'body'\].*--text-field"):
-        load_poems(tmp_path / "f.jsonl")
-    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{oops\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
-        load_poems(tmp_path / "bad.jsonl")
-    with pytest.raises(FileNotFoundError, match="not found"):
-        load_poems(tmp_path / "missing.txt")
-    (tmp_path / "x.csv").write_text("a,b")
-    with pytest.raises(ValueError, match="unsupported corpus file type"):
-        load_poems(tmp_path / "x.csv")
+def env() -> dict:
+    # One compute thread per process: several runs share a 2-core machine.
+    flags = "--xla_force_host_platform_device_count=8 --xla_cpu_multi_thread_eigen=false"
+    return dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
-def test_split_is_by_poem_and_deterministic():
-    train, val = split_poems(POEMS, 0.1, seed=3)
-    assert (train, val) == split_poems(POEMS, 0.1, seed=3)
-    assert len(val) == 12 and sorted(train + val) == sorted(POEMS)
-    assert split_poems(POEMS, 0.1, seed=4)[1] != val
-    # by poem, not by position: the val poems are spread over the corpus, not its tail
-    assert [POEMS.index(p) for p in val] != list(range(108, 120))
+def train(argv: list[str]) -> subprocess.CompletedProcess:
+    p = subprocess.run([sys.executable, str(SCRIPT), *argv], env=env(), capture_output=True, text=True, timeout=600,
+                       check=False)
+    assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    return p
 
 
-def test_stream_separates_poems_with_the_special_token():
-    tok = train_tokenizer(POEMS[:50], vocab_size=300)
-    eop = tok.special_tokens[EOP]
-    assert tok.vocab_size == 300 and eop == 299
-    tricky = ["Un vers <|endofpoem|> dedans", "Deux"]  # typed text is text, never the separator
-    ids = encode_poems(tok, tricky)
-    assert [i for i, t in enumerate(ids) if t == eop] == [len(ids) - len(tok.encode("Deux")) - 2, len(ids) - 1]
-    assert tok.decode(ids[: list(ids).index(eop)].tolist()) == tricky[0]
-    assert bits_per_byte(np.log(2), 100, 100) == pytest.approx(1.0)
-
-
-def test_given_tokenizer_must_match_vocab(corpus):
-    tok = train_tokenizer(POEMS[:50], vocab_size=290)
-    with pytest.raises(ValueError, match="290 ids but the model expects vocab_size=300"):
-        build_poetry_data(corpus, 300, tokenizer=tok)
-
-
-# ---- training: resume, config checks ---------------------------------------------------------------
-
-# batch 8: the JAX trainer splits the rows over the 8 simulated devices of the test set-up (conftest.py)
-# Dropout on in both frameworks, so the dropout RNG state must resume exactly too.
-DROPOUT = {"jax": 0.1, "torch": 0.1}
-TINY = ["--n_layer=1", "--n_embd=16", "--n_head=2", "--block_size=16", "--vocab_size=300",
-        "--batch_size=8", "--max_steps=6", "--warmup_steps=2", "--eval_interval=3", "--eval_iters=1",
-        "--final_eval_iters=1", "--log_interval=4", "--sample_interval=0", "--final_sample_tokens=6"]
-
-
-def run_args(corpus: Path, out: Path, framework: str, *extra: str) -> list[str]:
-    return ["--preset", "poetry", "--framework", framework, "--data", str(corpus), "--out", str(out),
-            "--no-progress", f"--dropout={DROPOUT[framework]}", *TINY, *extra]
-
-
-def weights(out: Path, framework: str) -> dict[str, np.ndarray]:
-    trainer, _, _ = sample_cli.load_model(out, framework)
-    return trainer.state_numpy()
+def final_state(out: Path) -> dict[str, np.ndarray]:
+    ck = CheckpointDir(out / "checkpoints")
+    meta = json.loads((ck.path(ck.steps()[-1]) / "meta.json").read_text())
+    return read_train_state(ck.path(ck.steps()[-1]), meta)
 
 
 @pytest.fixture(scope="module")
-def full_runs(corpus, tmp_path_factory) -> dict[str, Path]:
-    """One uninterrupted tiny run per framework."""
+def full_runs(data, tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    """One uninterrupted tiny run per framework: (run folder, its stdout)."""
     runs = {}
     for fw in ("jax", "torch"):
         out = tmp_path_factory.mktemp("runs") / fw
-        train_gpt.main(run_args(corpus, out, fw))
-        runs[fw] = out
+        runs[fw] = out, train(args(data, out, fw)).stdout
     return runs
 
 
-class Killed(Exception):
-    pass
+@pytest.mark.parametrize(("framework", "how"), [("jax", signal.SIGKILL), ("torch", signal.SIGKILL),
+                                                ("torch", signal.SIGTERM)])
+def test_interrupted_run_resumes_exactly(data, tmp_path, full_runs, framework, how):
+    """SIGKILL: back to the last periodic checkpoint (step 3); SIGTERM: a checkpoint of the step in flight, exit 143."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args(data, out, framework)], env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "saved checkpoint" in line and "step_00000003" in line:
+            proc.send_signal(how)
+            break
+    rest = proc.communicate(timeout=300)[0]
+    if how == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL, "".join(seen[-20:]) + rest
+        assert CheckpointDir(out / "checkpoints").steps() == [3]
+    else:
+        assert proc.returncode == 143, "".join(seen[-20:]) + rest  # 128 + 15, as for the GPT-2 stage
+        assert "stopped by signal 15" in rest and "continue with --resume" in rest
+        assert CheckpointDir(out / "checkpoints").steps()[-1] > 3
+    train(args(data, out, framework, "--resume"))
+    want_dir = full_runs[framework][0]
+    got, want = final_state(out), final_state(want_dir)
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want), \
+        "resumed state differs from the uninterrupted run"
+    losses = lambda d: [(r["step"], r["loss"]) for r in read_log(d / "train_log.csv") if "loss" in r]  # noqa: E731
+    vals = lambda d: [(r["step"], r["val_loss"]) for r in read_log(d / "train_log.csv") if "val_loss" in r]  # noqa: E731
+    assert losses(out) == losses(want_dir) and vals(out) == vals(want_dir)
 
 
-def interrupt_at(monkeypatch, calls: int, how: str) -> None:
-    """Make the trainer die at its `calls`-th step: a hard kill (no save) or SIGINT (save, then exit)."""
-    real = train_gpt.make_trainer
-
-    def make(*a, **kw):
-        trainer = real(*a, **kw)
-        step, n = trainer.step, [0]
-
-        def step_then_die(x, y):
-            n[0] += 1
-            if n[0] == calls and how == "kill":
-                raise Killed
-            out = step(x, y)
-            if n[0] == calls and how == "sigint":
-                os.kill(os.getpid(), signal.SIGINT)  # the handler only sets a flag; the loop saves and exits
-            return out
-
-        trainer.step = step_then_die
-        return trainer
-
-    monkeypatch.setattr(train_gpt, "make_trainer", make)
-
-
-@pytest.mark.parametrize(("framework", "how"), [("jax", "kill"), ("torch", "sigint")])
-def test_interrupted_run_resumes_exactly(corpus, tmp_path, monkeypatch, full_runs, framework, how):
-    out, handler = tmp_path / "run", signal.getsignal(signal.SIGINT)
-    with monkeypatch.context() as m:
-        interrupt_at(m, 5, how)
-        with pytest.raises(Killed if how == "kill" else SystemExit):
-            train_gpt.main(run_args(corpus, out, framework))
-    meta = json.loads((out / "ckpt" / "meta.json").read_text())
-    assert meta["step"] == (3 if how == "kill" else 5)  # kill: back to the last periodic checkpoint
-    assert signal.getsignal(signal.SIGINT) is handler  # the caller's Ctrl-C handler is back
-    train_gpt.main(run_args(corpus, out, framework, "--resume"))
-    got, want = weights(out, framework), weights(full_runs[framework], framework)
-    assert all(np.array_equal(got[k], want[k]) for k in want), "resumed weights differ from the uninterrupted run"
-    h1 = json.loads((out / "ckpt" / "meta.json").read_text())["history"]
-    h2 = json.loads((full_runs[framework] / "ckpt" / "meta.json").read_text())["history"]
-    assert h1 == h2
-
-
-def test_resume_refuses_a_changed_config(corpus, full_runs, capsys):
-    with pytest.raises(SystemExit) as e:
-        train_gpt.main(run_args(corpus, full_runs["jax"], "jax", "--resume", "--lr=0.01", "--n_embd=32"))
-    msg = str(e.value.code)
-    assert "config changed" in msg and "optim.lr: 0.002 -> 0.01" in msg and "model.n_embd: 16 -> 32" in msg
-    with pytest.raises(SystemExit, match="already holds a run; pass --resume"):
-        train_gpt.main(run_args(corpus, full_runs["jax"], "jax"))
-    with pytest.raises(SystemExit, match="framework: 'jax' -> 'torch'"):
-        train_gpt.main(run_args(corpus, full_runs["jax"], "torch", "--resume"))
-
-
-def test_train_cli_errors(tmp_path, capsys):
-    (tmp_path / "empty.txt").write_text("\n\n")
-    with pytest.raises(SystemExit, match="error: the corpus .* is empty"):
-        train_gpt.main(run_args(tmp_path / "empty.txt", tmp_path / "o", "jax"))
-    with pytest.raises(SystemExit, match="error: --resume: .* not found"):
-        train_gpt.main(run_args(tmp_path / "empty.txt", tmp_path / "o2", "jax", "--resume"))
-    with pytest.raises(SystemExit, match="unknown option '--n_layers=2'"):
-        train_gpt.main(run_args(tmp_path / "empty.txt", tmp_path / "o3", "jax", "--n_layers=2"))
-
-
-def test_run_saves_tokenizer_and_metrics(full_runs):
-    out = full_runs["torch"]
+def test_bits_per_byte_samples_and_the_run_folder(data, full_runs):
+    out, stdout = full_runs["torch"]
     m = json.loads((out / "metrics.json").read_text())
-    assert np.isfinite(m["val_loss_nats_per_token"]) and np.isfinite(m["val_bits_per_byte"])
-    # bits per byte = nats/token * tokens / (bytes * ln 2): the saved val counts give it back
-    data = json.loads((out / "data" / "data.json").read_text())
-    n_val = len(np.load(out / "data" / "val_tokens.npy"))
-    assert m["val_bits_per_byte"] == pytest.approx(m["val_loss_nats_per_token"] * n_val / (data["val_bytes"] * np.log(2)))
-    assert (out / "tokenizer.model").is_file() and (out / "tokenizer.vocab").is_file()
+    manifest = json.loads((data / "manifest.json").read_text())["splits"]["val"]
+    # bits per byte = nats/token x tokens / (bytes x ln 2), over the val split of the manifest
+    assert m["val_bpb"] == pytest.approx(m["val_loss"] * manifest["tokens"] / (manifest["bytes"] * math.log(2)))
+    assert "sample at step 3:" in stdout and len(m["samples"]) == 1
+    assert (out / "tokenizer.model").read_bytes() == (data / "tokenizer.model").read_bytes()
+    assert (out / "hf" / "model.safetensors").is_file() and "bits/byte" in stdout
+
+
+def main(argv: list[str]) -> int:
+    """scripts/train.py in this process."""
+    preset = argv[argv.index("--preset") + 1]
+    framework = argv[argv.index("--framework") + 1]
+    rest = [a for i, a in enumerate(argv) if a not in ("--preset", "--framework", "--resume")
+            and argv[i - 1] not in ("--preset", "--framework")]
+    return training.main(preset, rest, framework, resume="--resume" in argv)
+
+
+def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_an_old_folder(data, full_runs, capsys):
+    out = full_runs["jax"][0]
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert main(args(data, out, "jax", "--resume", "--lr=0.01", "--n_embd=32")) == 1
+    err = capsys.readouterr().err
+    assert "another configuration" in err and "optim.lr: 0.002 -> 0.01" in err and "model.n_embd: 16 -> 32" in err
+    assert main(args(data, out, "jax")) == 1
+    err = capsys.readouterr().err
+    assert "already holds checkpoints" in err and "pass --resume" in err
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+
+
+def test_train_cli_errors(data, tmp_path, capsys):
+    # The preset's vocabulary (1024) is not the shards' tokenizer's (300): one line naming both and the fix.
+    assert main(["--preset", "poetry", "--framework", "jax", f"--data_dir={data}", f"--out_dir={tmp_path / 'a'}"]) == 1
+    err = capsys.readouterr().err
+    assert "made with the tokenizer 'trained (300 ids)' of 300 ids, but the model (--preset poetry) has " \
+           "vocab_size=1024; pass --vocab_size=300" in err and err.count("\n") == 1
+    (tmp_path / "empty").mkdir()
+    assert main(args(tmp_path / "empty", tmp_path / "b", "jax")) == 1
+    assert "no *_train_*.npy shards" in capsys.readouterr().err
+    assert main(args(data, tmp_path / "c", "jax", "--resume")) == 1
+    assert "--resume: no checkpoint in" in capsys.readouterr().err
+    assert main(args(data, tmp_path / "d", "jax", "--n_layers=2")) == 2
+    assert "unknown option --n_layers (did you mean --n_layer?)" in capsys.readouterr().err
+    assert not any((tmp_path / n).exists() for n in ("a", "b", "d"))  # nothing written
 
 
 # ---- sampling ------------------------------------------------------------------------------------
@@ -243,28 +178,41 @@ def test_run_saves_tokenizer_and_metrics(full_runs):
 def test_sample_same_text_in_both_frameworks(full_runs, capsys, source):
     texts = {}
     for fw in ("jax", "torch"):
-        argv = ["--checkpoint", str(full_runs[source] / "ckpt"), "--framework", fw, "--prompt", "Le ciel",
-                "--max-new-tokens", "12", "--temperature", "0"]
-        assert sample_cli.main(argv) == 0
+        ckpt = CheckpointDir(full_runs[source][0] / "checkpoints")
+        assert sampling.main(str(ckpt.path(6)), fw, "Le ciel", max_new_tokens=12, temperature=0) == 0
         texts[fw] = capsys.readouterr().out
     assert texts["jax"] == texts["torch"] and texts["jax"].startswith("Le ciel")
 
 
 def test_sample_any_prompt_byte_fallback(full_runs, capsys):
-    prompt = "L'univers 🌌 東京 \udcff <|endofpoem|>"  # unseen characters, a stray surrogate, the special text
-    argv = ["--checkpoint", str(full_runs["jax"]), "--prompt", prompt, "--max-new-tokens", "5",
-            "--temperature", "0.8", "--top-k", "20", "--top-p", "0.9", "--num-samples", "2"]
-    assert sample_cli.main(argv) == 0
+    prompt = "L'univers 🌌 東京 \udcff <|endoftext|>"  # unseen characters, a stray surrogate, the separator's text
+    assert sampling.main(str(full_runs["jax"][0]), prompt=prompt, max_new_tokens=5, temperature=0.8, top_k=20,
+                         top_p=0.9, num_samples=2) == 0
     out = capsys.readouterr().out
-    assert out.startswith("L'univers 🌌 東京 \ufffd <|endofpoem|>") and "---" in out
+    assert out.startswith("L'univers 🌌 東京 \ufffd <|endoftext|>") and "---" in out
 
 
 def test_sample_errors(full_runs, tmp_path, capsys):
-    other = train_tokenizer(POEMS[:50], vocab_size=290)
+    other = train_bpe_tokenizer(POEMS[:50], 290, "gpt4")
     other.save(tmp_path / "other")
-    assert sample_cli.main(["--checkpoint", str(full_runs["jax"]), "--tokenizer", str(tmp_path / "other.model")]) == 2
+    assert sampling.main(str(full_runs["jax"][0]), tokenizer=str(tmp_path / "other.model")) == 1
     assert "has 290 ids but the model has vocab_size=300" in capsys.readouterr().err
-    assert sample_cli.main(["--checkpoint", str(tmp_path)]) == 2
-    assert "not a training run" in capsys.readouterr().err
-    assert sample_cli.main(["--checkpoint", str(full_runs["jax"]), "--top-p", "1.5"]) == 2
+    assert sampling.main(str(tmp_path)) == 1
+    assert "holds no model" in capsys.readouterr().err
+    assert sampling.main(str(full_runs["jax"][0]), top_p=1.5) == 1
     assert "top_p=1.5" in capsys.readouterr().err
+
+
+def test_weights_are_the_same_from_either_reader(full_runs):
+    """A run's final export and its last checkpoint hold the same parameters (read by name)."""
+    from safetensors.numpy import load_file
+
+    from jaxgpt.common.weights import from_hf
+
+    out = full_runs["jax"][0]
+    params = group(final_state(out), "params")
+    cfg = json.loads((CheckpointDir(out / "checkpoints").path(6) / "meta.json").read_text())["config"]["model"]
+    from jaxgpt.common.config import GPTConfig
+
+    hf = from_hf(load_file(str(out / "hf" / "model.safetensors")), GPTConfig.from_dict(cfg))
+    assert hf.keys() == params.keys() and all(np.array_equal(hf[k], params[k]) for k in params)

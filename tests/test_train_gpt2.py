@@ -1,9 +1,11 @@
-"""GPT-2 recipe at scale, on tiny configs and CPU: sharding == accumulation, multi-process == one
-process (JAX and torch DDP), exact resume after SIGKILL, bf16 vs fp32, checkpoints, bad input."""
+"""The GPT-2 recipe through scripts/train.py, on tiny configs and CPU: sharding == accumulation, multi-process
+== one process (JAX and torch DDP), exact resume after SIGKILL, a checkpoint of one framework resumed in the
+other, asynchronous checkpoints, bf16 vs fp32, checkpoint directories, bad input."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -16,22 +18,23 @@ import jax
 import numpy as np
 import pytest
 
+from jaxgpt.common import training
 from jaxgpt.common.checkpoint import CheckpointDir, ConfigMismatch, check_same_config, checkpoint_exists
 from jaxgpt.common.config import get_preset
-from jaxgpt.common.loop import grad_accum_steps, read_log
+from jaxgpt.common.recipes import batch_layout
+from jaxgpt.common.runlog import read_log
 from jaxgpt.common.schedule import OptimConfig
 from jaxgpt.train.sharding import fsdp_spec, make_mesh
 from jaxgpt.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "train_gpt2.py"
-sys.path.insert(0, str(ROOT / "scripts"))
+SCRIPT = ROOT / "scripts" / "train.py"
 CFG = get_preset("tiny")  # block 16, vocab 99, 2 layers, 4 heads, 32 wide
 OPT = OptimConfig(lr=1e-3, warmup_steps=3, max_steps=50)
 # 32 rows x 16 tokens per step; 8 devices x 2 rows x 2 micro-steps in the straight run.
-RUN_ARGS = ["--preset=tiny", "--padded_vocab=128", "--total_batch_tokens=512", "--seq_len=16", "--dtype=float32",
-            "--max_steps=20", "--warmup_steps=3", "--lr=1e-3", "--val_every=10", "--val_steps=1", "--ckpt_every=10",
-            "--sample_every=0", "--hellaswag_every=0", "--export_hf=true"]
+RUN_ARGS = ["--preset=tiny", "--padded_vocab_size=128", "--total_batch_tokens=512", "--seq_len=16",
+            "--dtype=float32", "--max_steps=20", "--warmup_steps=3", "--lr=1e-3", "--val_every=10", "--val_steps=1",
+            "--ckpt_every=10", "--sample_every=0", "--hellaswag_every=0", "--export_hf=true", "--plot=false"]
 
 
 def write_shards(d: Path, vocab: int = 99, n_train: int = 2, tokens: int = 6000) -> Path:
@@ -129,10 +132,13 @@ def test_bf16_stays_within_documented_distance_of_fp32():
     assert abs(b16[-1] - f32[-1]) / f32[-1] <= 1e-3
 
 
-def test_grad_accum_steps_and_its_error():
-    assert grad_accum_steps(524288, 16, 1024, 8) == 4
+def test_batch_layout_and_its_errors():
+    assert batch_layout(524288, 16, 1024, 8) == (16, 4)
+    assert batch_layout(4096, 0, 128, 8) == (4, 1)  # micro_batch 0: the whole batch in one micro-step
     with pytest.raises(ValueError, match="not divisible by micro_batch x seq_len x devices"):
-        grad_accum_steps(524288, 12, 1024, 8)
+        batch_layout(524288, 12, 1024, 8)
+    with pytest.raises(ValueError, match="does not split into rows of seq_len 128 over 3 device"):
+        batch_layout(4096, 0, 128, 3)
 
 
 # ---- checkpoint directories -------------------------------------------------------------------
@@ -278,9 +284,12 @@ def test_corrupt_newest_checkpoint_falls_back_and_says_so(straight, shards, tmp_
 
 
 def _main(args: list[str]) -> int:
-    import train_gpt2
-
-    return train_gpt2.main(args)
+    """scripts/train.py in this process: --preset/--framework/--resume as flags, the rest overrides."""
+    preset = [a.split("=", 1)[1] for a in args if a.startswith("--preset=")][-1]  # the last one wins, as argparse
+    framework = args[args.index("--framework") + 1] if "--framework" in args else "jax"
+    rest = [a for i, a in enumerate(args) if not a.startswith("--preset=") and a not in ("--resume", "--framework")
+            and (i == 0 or args[i - 1] != "--framework")]
+    return training.main(preset, rest, framework, resume="--resume" in args)
 
 
 def test_bad_input_clear_errors_and_nothing_overwritten(straight, shards, tmp_path, capsys):
@@ -291,15 +300,25 @@ def test_bad_input_clear_errors_and_nothing_overwritten(straight, shards, tmp_pa
     # Missing shards.
     assert _main([*RUN_ARGS, "--micro_batch=2", f"--data_dir={tmp_path / 'none'}", f"--out_dir={tmp_path / 'b'}"]) == 1
     assert "not found" in capsys.readouterr().err
+    # An unknown --key is a usage error (2), naming the closest key.
+    assert _main([*base, "--n_layers=2", f"--out_dir={tmp_path / 'c'}"]) == 2
+    assert "unknown option --n_layers (did you mean --n_layer?)" in capsys.readouterr().err
+    assert _main([*base, "--preset=gpt2-125m", f"--out_dir={tmp_path / 'c'}"]) == 2
+    assert "unknown preset 'gpt2-125m' (did you mean 'gpt2-124m'?)" in capsys.readouterr().err
+    # Token ids beyond the model's vocabulary (shards of another tokenizer, no manifest to tell): refused.
+    assert _main([*base, "--vocab_size=40", "--padded_vocab_size=none", f"--out_dir={tmp_path / 'c'}"]) == 1
+    assert "outside [0, 40); the data was made with another tokenizer" in capsys.readouterr().err
+    assert not (tmp_path / "c" / "checkpoints").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
     assert _main([*RUN_ARGS, "--micro_batch=2", f"--data_dir={empty}", f"--out_dir={tmp_path / 'b'}"]) == 1
     assert "no *_train_*.npy shards" in capsys.readouterr().err
     # Resume with another config: refused, naming the differing fields; the run is untouched.
     before = {p: p.stat().st_mtime_ns for p in straight.rglob("*")}
-    assert _main([*base, f"--out_dir={straight}", "--resume", "--lr=2e-3", "--seq_len=8"]) == 1
+    assert _main([*base, f"--out_dir={straight}", "--resume", "--lr=2e-3", "--seq_len=8", "--n_embd=64"]) == 1
     err = capsys.readouterr().err
-    assert "optim.lr: 0.001 -> 0.002" in err and "train.seq_len: 16 -> 8" in err
+    assert "optim.lr: 0.001 -> 0.002" in err and "train.seq_len: 16 -> 8" in err and "model.n_embd: 32 -> 64" in err
+    assert err.count("\n") == 1  # one line
     # Starting afresh over an existing run: refused.
     assert _main([*base, f"--out_dir={straight}"]) == 1
     assert "pass --resume" in capsys.readouterr().err
@@ -332,3 +351,88 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path, cap
     assert ck.steps() == [1] and all(checkpoint_exists(ck.path(s)) for s in ck.steps())
     rows = read_log(out / "train_log.csv")
     assert all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
+
+
+# ---- checkpoints by name: across frameworks, asynchronous, old formats -----------------------------------
+
+@pytest.fixture(scope="module")
+def straight_torch(tmp_path_factory, shards) -> Path:
+    """The same 20 steps in torch (one process, 16 micro-steps of 2 rows)."""
+    out = tmp_path_factory.mktemp("straight_torch")
+    _run([*RUN_ARGS, "--framework", "torch", "--micro_batch=2", f"--data_dir={shards}", f"--out_dir={out}"], devices=1)
+    return out
+
+
+def resume_copy(run: Path, dest: Path, framework: str, shards: Path, devices: int) -> subprocess.CompletedProcess:
+    """Copy a finished run, drop everything after its step-10 checkpoint, --resume it in `framework`."""
+    shutil.copytree(run, dest)
+    shutil.rmtree(dest / "checkpoints" / "step_00000020")
+    shutil.rmtree(dest / "hf")
+    return _run([*RUN_ARGS, "--framework", framework, "--micro_batch=2", f"--data_dir={shards}", f"--out_dir={dest}",
+                 "--resume"], devices=devices)
+
+
+@pytest.mark.parametrize("direction", ["jax->torch", "torch->jax"])
+def test_a_checkpoint_resumes_in_the_other_framework(straight, straight_torch, shards, tmp_path, direction):
+    """10 steps from the other framework's step-10 checkpoint == 10 more steps in its own (<= 1e-4 relative)."""
+    src, framework = (straight, "torch") if direction == "jax->torch" else (straight_torch, "jax")
+    p = resume_copy(src, tmp_path / "resumed", framework, shards, devices=8 if framework == "jax" else 1)
+    assert "the dropout RNG stream cannot cross frameworks" in p.stdout and "resumed from" in p.stdout
+    got = np.array([float(v) for _, v in _losses(tmp_path / "resumed")])
+    want = np.array([float(v) for _, v in _losses(src)])
+    assert len(got) == 20 and np.array_equal(got[:10], want[:10])  # the first 10 rows are the source run's
+    assert rel(got[10:], want[10:]) <= 1e-4, f"{direction}: resumed {got[10:]}\nsource {want[10:]}"
+    val = [r["val_loss"] for r in read_log(tmp_path / "resumed" / "train_log.csv") if "val_loss" in r]
+    assert len(val) == 2  # the step-10 evaluation (kept from the source run) and the final one
+
+
+def test_async_checkpoints_are_complete_and_change_nothing(straight, shards, tmp_path):
+    out = tmp_path / "async"
+    _run([*RUN_ARGS, "--micro_batch=2", f"--data_dir={shards}", f"--out_dir={out}", "--async_checkpoint=true"])
+    assert _losses(out) == _losses(straight)
+    ck = CheckpointDir(out / "checkpoints")
+    assert ck.steps() == [10, 20] and all(checkpoint_exists(ck.path(s)) for s in ck.steps())
+    assert not list((out / "checkpoints").glob(".*"))  # no temp directory left behind
+    wa, wb = _hf_weights(out), _hf_weights(straight)
+    assert all(np.array_equal(wa[k], wb[k]) for k in wb)
+    from jaxgpt.common.checkpoint import group
+    from jaxgpt.common.resume import read_train_state
+
+    for s in (10, 20):  # the same named states as the synchronous run's
+        a, b = (read_train_state(d / "checkpoints" / f"step_{s:08d}", {"state_format": "orbax-named-v1"})
+                for d in (out, straight))
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert set(group(a, "params")) == set(group(a, "opt/mu")) == set(group(a, "opt/nu"))
+
+
+def test_old_format_checkpoints_are_refused_with_what_to_do(straight, shards, tmp_path, capsys):
+    out = tmp_path / "old"
+    shutil.copytree(straight, out)
+    for meta_file in (out / "checkpoints").glob("step_*/meta.json"):  # as the version before names wrote them
+        meta = json.loads(meta_file.read_text())
+        del meta["state_format"]
+        meta_file.write_text(json.dumps(meta))
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert _main([*RUN_ARGS, "--micro_batch=2", f"--data_dir={shards}", f"--out_dir={out}", "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "has the old format" in err and "git checkout 3c277c1" in err and err.count("\n") == 1
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    # The old poetry run folder (run.json + ckpt/) too.
+    old_poetry = tmp_path / "old_poetry"
+    (old_poetry / "ckpt").mkdir(parents=True)
+    (old_poetry / "run.json").write_text("{}")
+    assert _main([*RUN_ARGS, "--micro_batch=2", f"--data_dir={shards}", f"--out_dir={old_poetry}"]) == 1
+    assert "run folder of the old scripts/train_gpt.py" in capsys.readouterr().err
+
+
+def test_hand_edited_checkpoints(straight, shards, tmp_path, capsys):
+    """A state whose tensor no longer fits the model is skipped for the previous checkpoint; a meta.json edited to
+    another configuration is refused, naming the field."""
+    out = tmp_path / "edited"
+    shutil.copytree(straight, out)
+    meta_file = out / "checkpoints" / "step_00000020" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta["config"]["model"]["n_layer"] = 3
+    meta_file.write_text(json.dumps(meta))
+    assert _main([*RUN_ARGS, "--micro_batch=2", f"--data_dir={shards}", f"--out_dir={out}", "--resume"]) == 1
+    assert "model.n_layer: 3 -> 2" in capsys.readouterr().err

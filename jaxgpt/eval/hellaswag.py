@@ -23,7 +23,6 @@ Distribution, two levels:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -39,6 +38,7 @@ from jax.sharding import PartitionSpec as P
 from jaxgpt.common.data.hellaswag import (
     N_ENDINGS,
     Result,
+    check_eval_args,
     combine_results,
     iter_batches,
     pack_length,
@@ -48,12 +48,6 @@ from jaxgpt.common.data.hellaswag import (
     score_batch,
 )
 from jaxgpt.gpt import GPT, _set_eval
-
-
-def make_data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh ("data",) over `devices` (default: all devices of all processes)."""
-    devices = list(devices) if devices is not None else jax.devices()
-    return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
 
 
 @partial(jax.jit, static_argnums=0)
@@ -110,16 +104,6 @@ def _replicate(x: Any, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
-
-
-
-def check_eval_args(batch_size: int, limit: int | None) -> None:
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1 (examples per process per step)")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit={limit} must be >= 1 (or None for every example)")
-
-
 def evaluate_hellaswag(model: GPT, examples_or_path: Any, *, batch_size: int = 8, mesh: Mesh | None = None,
                        limit: int | None = None, enc: Any = None, progress: bool = False) -> dict:
     """Score HellaSwag completion-style; returns identical totals on every process.
@@ -128,7 +112,8 @@ def evaluate_hellaswag(model: GPT, examples_or_path: Any, *, batch_size: int = 8
       (render once and pass those when evaluating every N training steps).
     batch_size: examples per process per step (each is 4 rows); with a mesh, 4 * batch_size must
       divide by the mesh's devices in this process.
-    mesh: shard each batch's rows over the mesh's first axis (None: the default device).
+    mesh: shard each batch's rows over the mesh's first axis (None: the default device), e.g.
+      jaxgpt.train.sharding.make_mesh().
     enc: the tokenizer for rendering (default tiktoken gpt2).
 
     Returns {"acc", "acc_norm", "count", "correct", "correct_norm", "result", "seconds"}; `result`

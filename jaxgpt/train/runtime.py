@@ -58,3 +58,26 @@ def make_runtime(model_cfg: GPTConfig, cfg: TrainConfig, optim: OptimConfig, clu
     # background and the checkpoint is committed (meta.json, rename) when they are complete.
     return Runtime(trainer, cluster, barrier, fetch, async_dispatch=True, hellaswag=hellaswag,
                    save=functools.partial(trainer.save, asynchronous=cfg.async_checkpoint))
+
+
+def build_model(config: GPTConfig, weights: dict[str, Any], device: Any = None) -> Any:
+    """A GPT (eval mode) holding `weights` (the weight table's numpy arrays), for evaluation and sampling."""
+    from flax import nnx
+
+    from jaxgpt.gpt import GPT
+
+    model = GPT(config, rngs=nnx.Rngs(0))
+    model.load_numpy(weights)
+    model.eval()
+    return model
+
+
+def score_hellaswag(model: Any, rendered: Sequence[Any], batch_size: int, progress: bool = False) -> dict:
+    """HellaSwag of a model on every device of this machine (rows sharded over a mesh when there are several)."""
+    import jax
+
+    from jaxgpt.eval.hellaswag import evaluate_hellaswag
+    from jaxgpt.train.sharding import make_mesh
+
+    mesh = make_mesh() if jax.device_count() > 1 else None
+    return evaluate_hellaswag(model, rendered, batch_size=batch_size, mesh=mesh, progress=progress)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from jaxgpt.common.data.hellaswag import (
     Result,
+    check_eval_args,
     combine_results,
     iter_batches,
     pack_length,
@@ -44,13 +45,6 @@ def token_losses(model: GPT, tokens: np.ndarray, device: torch.device | str | No
     # cross_entropy over the strided class dim of logits.transpose(1, 2)).
     losses = F.cross_entropy(logits.reshape(R * T, V), x[:, 1:].reshape(R * T), reduction="none")
     return losses.view(R, T).float().cpu().numpy()  # (R, L-1)
-
-
-def check_eval_args(batch_size: int, limit: int | None) -> None:
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1 (examples per process per step)")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit={limit} must be >= 1 (or None for every example)")
 
 
 def evaluate_hellaswag(model: GPT, examples_or_path: Any, *, batch_size: int = 8, device: Any = None,

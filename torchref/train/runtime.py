@@ -49,3 +49,21 @@ def make_runtime(model_cfg: GPTConfig, cfg: TrainConfig, optim: OptimConfig, clu
         return evaluate_hellaswag(trainer.model_view(), rendered, batch_size=8, device=device)
 
     return Runtime(trainer, cluster, barrier, float, async_dispatch=device.type == "cuda", hellaswag=hellaswag)
+
+
+def build_model(config: GPTConfig, weights: dict[str, Any], device: Any = None) -> Any:
+    """A GPT (eval mode) holding `weights` (the weight table's numpy arrays), for evaluation and sampling."""
+    from torchref.gpt import GPT
+
+    model = GPT(config)
+    model.load_numpy(weights)
+    model.eval()
+    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def score_hellaswag(model: Any, rendered: Sequence[Any], batch_size: int, progress: bool = False) -> dict:
+    """HellaSwag of a model on its device."""
+    from torchref.eval.hellaswag import evaluate_hellaswag
+
+    return evaluate_hellaswag(model, rendered, batch_size=batch_size, device=next(model.parameters()).device,
+                              progress=progress)

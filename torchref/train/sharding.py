@@ -36,7 +36,7 @@ def init_distributed(device: str | None = None) -> DistInfo:
     missing = [k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
         raise ValueError(f"WORLD_SIZE={world} but {missing} are not set; launch with torchrun "
-                         "(e.g. `torchrun --nproc_per_node=8 scripts/train_gpt2.py --framework torch`)")
+                         "(e.g. `torchrun --nproc_per_node=8 scripts/train.py --framework torch ...`)")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     if use_cuda:
         torch.cuda.set_device(local_rank)

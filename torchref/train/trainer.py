@@ -39,7 +39,6 @@ from torchref.train.optimizer import make_optimizer, optimizer_step
 from torchref.train.sharding import barrier, is_distributed, mean_across
 
 
-
 class Trainer:
     """torchref GPT + torch AdamW (same recipe), optionally DDP across torchrun processes."""
 

@@ -27,7 +27,6 @@ host. Tie-break: the lowest ending index wins (numpy argmin's rule, and torch/jn
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 
 from jaxgpt.common.config import GPTConfig
 from jaxgpt.common.data import cache_dir, download
+from jaxgpt.common.data.documents import iter_jsonl
 
 HELLASWAG_VAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 N_ENDINGS = 4
@@ -75,15 +75,9 @@ def hellaswag_file(data: str | Path | None = None) -> Path:
     return p
 
 
-def parse_example(line: str, lineno: int, where: str = "hellaswag") -> Example:
-    """One jsonl line -> Example, or ValueError naming `where:lineno` and the problem."""
+def parse_example(rec: dict, lineno: int, where: str = "hellaswag") -> Example:
+    """One jsonl record -> Example, or ValueError naming `where:lineno` and the problem."""
     at = f"{where}:{lineno}"
-    try:
-        rec = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{at}: invalid JSON ({e.msg}); each line must be one HellaSwag JSON object") from None
-    if not isinstance(rec, dict):
-        raise ValueError(f"{at}: expected a JSON object, got {type(rec).__name__}")  # noqa: TRY004
     missing = [k for k in ("ctx", "label", "endings") if k not in rec]
     if missing:
         raise ValueError(f"{at}: missing field(s) {missing}; a HellaSwag line needs ctx, label and endings")
@@ -101,18 +95,25 @@ def parse_example(line: str, lineno: int, where: str = "hellaswag") -> Example:
 
 
 def load_examples(path: str | Path, limit: int | None = None) -> list[Example]:
-    """Read and validate a hellaswag_val.jsonl-schema file (blank lines skipped); the first `limit` tasks."""
+    """Read and validate a hellaswag_val.jsonl-schema file (the one jsonl reader: jaxgpt/common/data/documents.py;
+    blank lines skipped); the first `limit` tasks."""
     path = Path(path)
     out: list[Example] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if limit is not None and len(out) >= limit:
-                break
-            if line.strip():
-                out.append(parse_example(line, lineno, str(path)))
+    for lineno, rec in iter_jsonl(path):
+        if limit is not None and len(out) >= limit:
+            break
+        out.append(parse_example(rec, lineno, str(path)))
     if not out:
         raise ValueError(f"{path} holds no HellaSwag examples; check --data")
     return out
+
+
+def check_eval_args(batch_size: int, limit: int | None) -> None:
+    """The argument checks of both frameworks' evaluate_hellaswag."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1 (examples per process per step)")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit={limit} must be >= 1 (or None for every example)")
 
 
 @dataclass(frozen=True)

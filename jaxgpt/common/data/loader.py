@@ -2,7 +2,7 @@
 
 Two sources with one interface (`BatchSource`: `next_batch`, `state`, `load_state`):
 
-- `ShardLoader`: memory-mapped uint16 `.npy` shards of a folder (scripts/fineweb.py output, or
+- `ShardLoader`: memory-mapped uint16 `.npy` shards of a folder (scripts/prepare_data.py output, or
   build-nanogpt's), read in order like build-nanogpt's `DataLoaderLite`. A step's global batch is
   B*T*num_processes consecutive tokens (+1 for the targets) starting at `position` in the current
   shard; process p takes tokens [position + p*B*T, position + (p+1)*B*T + 1), so processes read
@@ -51,7 +51,7 @@ def read_npy_header(path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
             shape, _fortran, dtype = read(f)
             return dtype, shape, f.tell()
     except (ValueError, OSError) as e:
-        raise ValueError(f"shard {path} is not a readable .npy file ({e}); re-create it with scripts/fineweb.py") from None
+        raise ValueError(f"shard {path} is not a readable .npy file ({e}); re-create it with scripts/prepare_data.py") from None
 
 
 def check_shard_file(path: Path) -> int:
@@ -59,7 +59,7 @@ def check_shard_file(path: Path) -> int:
     dtype, shape, offset = read_npy_header(path)
     if dtype != np.dtype("<u2"):
         raise ValueError(f"shard {path} has dtype {dtype}, expected uint16 ('<u2'); shards must hold GPT-2 ids "
-                         "as uint16 (scripts/fineweb.py writes them so)")
+                         "as uint16 (scripts/prepare_data.py writes them so)")
     if len(shape) != 1:
         raise ValueError(f"shard {path} has shape {shape}, expected a 1-D token array")
     n = shape[0]
@@ -67,7 +67,7 @@ def check_shard_file(path: Path) -> int:
     if size != want:
         what = "truncated" if size < want else "longer than its header says"
         raise ValueError(f"shard {path} is {what}: {size} bytes on disk, {want} expected for {n} tokens; "
-                         "re-create it (scripts/fineweb.py resumes and rewrites it)")
+                         "re-create it (scripts/prepare_data.py resumes and rewrites it)")
     return n
 
 
@@ -89,12 +89,12 @@ def list_shards(data_dir: str | Path, split: str) -> list[Path]:
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     if not d.is_dir():
         raise FileNotFoundError(f"data folder {d} not found; create shards with "
-                                f"`python scripts/fineweb.py --out {d}` or pass the right folder")
+                                f"`python scripts/prepare_data.py --out {d}` or pass the right folder")
     shards = sorted(p for p in d.iterdir() if p.suffix == ".npy" and f"_{split}_" in p.name)
     if not shards:
         found = sorted(p.name for p in d.iterdir())[:5]
         raise FileNotFoundError(f"no *_{split}_*.npy shards in {d} (found: {found or 'nothing'}); "
-                                "create them with scripts/fineweb.py")
+                                "create them with scripts/prepare_data.py")
     return shards
 
 

@@ -349,7 +349,7 @@ class _StreamWriter:
         self.complete = manifest.get("complete_streams", {}).get(stream, False) and len(kept) == len(mine)
         self.buf = np.empty(cfg.shard_size, dtype=np.uint16)
         self.fill = self.fill_bytes = 0
-        self.written = 0
+        self.written = self.shards_written = 0  # tokens and shards written by this run
 
     def commit(self, next_doc: int, next_offset: int) -> None:
         n, index = self.fill, len(self.done)
@@ -359,6 +359,7 @@ class _StreamWriter:
                  "documents": int(np.count_nonzero(self.buf[:n] == self.eot)), "bytes": self.fill_bytes,
                  "sha256": sha, "next_doc": next_doc, "next_offset": next_offset}
         self.done.append(entry)
+        self.shards_written += 1
         self.manifest["shards"].append(entry)
         save_manifest(self.out, self.manifest)  # after the rename: a listed shard is always a complete file
         self.bar.set_postfix(shards=len(self.manifest["shards"]))
@@ -390,7 +391,8 @@ class _StreamWriter:
                     self.commit(n_docs + d, off)
             n_docs += len(lengths)
         if n_docs == 0:
-            raise ValueError(f"the {self.stream} input holds no documents; check --files / --dataset")
+            what = "" if self.stream == "all" else f" for the {self.stream} split"
+            raise ValueError(f"the input holds no documents{what}; check --files / --dataset")
         if self.fill:
             self.commit(n_docs, 0)
         self.manifest.setdefault("complete_streams", {})[self.stream] = True
@@ -453,10 +455,9 @@ def prepare(cfg: PrepareConfig, out: str | Path, workers: int = 1, progress: boo
 
     from tqdm import tqdm
 
-    n_kept = len(manifest["shards"])
     bar = tqdm(total=None, initial=sum(s["tokens"] for s in manifest["shards"]), unit="tok", unit_scale=True,
                disable=not progress, desc=f"shards -> {out}", dynamic_ncols=True)
-    written = n_docs = 0
+    written = n_docs = n_kept = new_shards = 0
     try:
         for stream, docs in streams:
             if stream == "all":  # build-nanogpt: one stream, shard 0 is val
@@ -466,12 +467,13 @@ def prepare(cfg: PrepareConfig, out: str | Path, workers: int = 1, progress: boo
                 split_of = lambda i, s=stream: s  # noqa: E731
                 name_of = lambda i, s=stream: shard_name(cfg.prefix, s, i)  # noqa: E731
             w = _StreamWriter(out, manifest, stream, split_of, name_of, cfg, info.eot_id, on_shard, bar)
+            n_kept += len(w.done)
             if w.complete:
                 n_docs += manifest["stream_documents"][stream]
                 continue
             n = w.write(docs, spec, workers)
             manifest.setdefault("stream_documents", {})[stream] = n
-            written, n_docs = written + w.written, n_docs + n
+            written, n_docs, new_shards = written + w.written, n_docs + n, new_shards + w.shards_written
     finally:
         bar.close()
     rank = {name: i for i, (name, _) in enumerate(streams)}  # a rewritten shard goes back to its place
@@ -483,7 +485,7 @@ def prepare(cfg: PrepareConfig, out: str | Path, workers: int = 1, progress: boo
     save_manifest(out, manifest)
     dt = time.perf_counter() - t0
     shards = manifest["shards"]
-    return PrepareSummary(out, len(shards), len(shards) - n_kept, sum(s["tokens"] for s in shards), written, n_docs,
+    return PrepareSummary(out, len(shards), new_shards, sum(s["tokens"] for s in shards), written, n_docs,
                           dt, written / max(dt, 1e-9), n_kept > 0, [s["name"] for s in shards], manifest["splits"],
                           manifest["tokenizer"])
 

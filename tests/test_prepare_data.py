@@ -1,4 +1,6 @@
-"""scripts/fineweb.py pipeline on a real 2 MB French poetry slice: exact round trip, resume, errors."""
+"""scripts/prepare_data.py (jaxgpt.common.data.prepare) on a real 2 MB French poetry slice: build-nanogpt's
+layout with tiktoken gpt2 (exact round trip, resume, errors), and the poetry flow (a document-level val
+split, our BPE trained on the train documents), the manifest's byte counts, tokenizer checks."""
 
 from __future__ import annotations
 
@@ -12,8 +14,20 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, data_file, tiktoken_encoding
-from jaxgpt.common.data import fineweb
-from jaxgpt.common.data.fineweb import EOT, ShardConfig, build_shards, expand_files, file_sha256, shard_name
+from jaxgpt.common.data import prepare as prep
+from jaxgpt.common.data.codec import file_sha256
+from jaxgpt.common.data.documents import DocSource, expand_files
+from jaxgpt.common.data.prepare import PrepareConfig, split_documents
+
+EOT = 50256
+
+
+def shard_name(i: int) -> str:
+    return prep.shard_name("edufineweb", "val" if i == 0 else "train", i)
+
+
+def build_shards(cfg: PrepareConfig, out, workers: int = 1, progress: bool = False, **kw):
+    return prep.prepare(cfg, out, workers=workers, progress=progress, log=lambda m: None, **kw)
 
 SHARD = 100_000  # ~8 shards from 2 MB: boundaries fall inside documents
 
@@ -41,8 +55,10 @@ def reference(corpus, tmp_path_factory) -> Path:
     return out
 
 
-def cfg_for(*files: Path, shard_size: int = SHARD, **kw) -> ShardConfig:
-    return ShardConfig(dataset=None, name=None, files=expand_files(files), shard_size=shard_size, **kw)
+def cfg_for(*files: Path, shard_size: int = SHARD, text_field: str = "", txt_mode: str = "blank-line",
+            **kw) -> PrepareConfig:
+    src = DocSource(files=expand_files(files), text_field=text_field, txt_mode=txt_mode)
+    return PrepareConfig(src, shard_size=shard_size, **kw)
 
 
 def shard_bytes(out: Path) -> dict[str, bytes]:
@@ -63,7 +79,14 @@ def test_shards_decode_to_the_documents(corpus, reference):
     assert n >= 6 and names[-1] == shard_name(0) == "edufineweb_val_000000.npy"
     assert names[:-1] == [f"edufineweb_train_{i:06d}.npy" for i in range(1, n)]
     manifest = json.loads((reference / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["documents"] == len(docs)
+    assert manifest["complete"] and manifest["stream_documents"]["all"] == len(docs)
+    # Per split: tokens, documents (separators) and UTF-8 bytes (+1 per separator) add up to the corpus.
+    sp = manifest["splits"]
+    assert sp["val"]["shards"] == 1 and sp["train"]["shards"] == n - 1
+    assert sp["val"]["documents"] + sp["train"]["documents"] == len(docs)
+    assert sp["val"]["bytes"] + sp["train"]["bytes"] == sum(len(d.encode()) + 1 for d in docs)
+    assert manifest["tokenizer"] == {"kind": "tiktoken", "name": "gpt2", "vocab_size": 50257, "eot_id": EOT,
+                                     "eot_token": "<|endoftext|>", "sha256": ""}
     for i, s in enumerate(manifest["shards"]):
         arr = np.load(reference / s["name"])  # plain np.load, as build-nanogpt's loader does
         assert arr.dtype == np.uint16 and arr.ndim == 1 and len(arr) == s["tokens"]
@@ -95,14 +118,15 @@ def test_interrupted_run_resumes_byte_identical(corpus, reference, tmp_path):
     assert again.shards_written == 0  # complete: nothing redone
 
 
-# Child process: the library run of scripts/fineweb.py, SIGKILLed by itself halfway through writing
+# Child process: the library run of scripts/prepare_data.py, SIGKILLed by itself halfway through writing
 # the data of shard 3 (np.save makes two writes per shard: header, then data), a deterministic
 # stand-in for a kill -9 at the worst moment.
 KILLED_CHILD = """
 import os, signal, sys
-from jaxgpt.common.data import fineweb
+from jaxgpt.common.data import prepare
+from jaxgpt.common.data.documents import DocSource
 writes = 0
-original = fineweb._HashingWriter.write
+original = prepare._HashingWriter.write
 def write(self, b):
     global writes
     writes += 1
@@ -111,9 +135,9 @@ def write(self, b):
         self.f.flush()
         os.kill(os.getpid(), signal.SIGKILL)
     return original(self, b)
-fineweb._HashingWriter.write = write
-cfg = fineweb.ShardConfig(dataset=None, name=None, files=(sys.argv[1],), shard_size=20_000)
-fineweb.build_shards(cfg, sys.argv[2], workers=1, progress=False)
+prepare._HashingWriter.write = write
+cfg = prepare.PrepareConfig(DocSource(files=(sys.argv[1],)), shard_size=20_000)
+prepare.prepare(cfg, sys.argv[2], workers=1, progress=False)
 """
 
 
@@ -128,7 +152,7 @@ def test_sigkill_mid_write_then_resume_is_byte_identical(corpus, tmp_path):
         assert b == expected[name], name
     (tmp,) = out.glob(".*tmp*")  # the half-written shard 3, under a hidden temp name
     assert tmp.name.startswith(f".{shard_name(3)}.tmp-") and 0 < len(tmp.read_bytes()) < len(expected[shard_name(3)])
-    cmd = [sys.executable, str(ROOT / "scripts" / "fineweb.py"), "--files", str(corpus[0]), "--shard-size", "2e4"]
+    cmd = [sys.executable, str(ROOT / "scripts" / "prepare_data.py"), "--files", str(corpus[0]), "--shard_size", "2e4"]
     r = subprocess.run([*cmd, "--workers", "2", "--out", str(out)], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
     assert "resumed: wrote" in r.stdout and "tokens/s" in r.stdout
@@ -141,7 +165,7 @@ def test_resume_rewrites_a_damaged_shard_and_drops_temp_files(corpus, reference,
     victim = tmp_path / shard_name(3)
     victim.write_bytes(victim.read_bytes()[:1000])  # truncated, e.g. by a disk problem
     (tmp_path / f".{shard_name(4)}.tmp-12345").write_bytes(b"half written")
-    assert fineweb.verify_shards(tmp_path) == [shard_name(3)]
+    assert prep.verify_shards(tmp_path) == [shard_name(3)]
     s = build_shards(cfg_for(corpus[0]), tmp_path, workers=1, progress=False)
     assert s.resumed and s.shards_written == len(shard_bytes(reference)) - 3
     assert shard_bytes(tmp_path) == shard_bytes(reference)
@@ -159,7 +183,7 @@ def test_jsonl_parquet_and_datasets_streaming_give_the_same_shards(corpus, refer
     build_shards(cfg_for(jl), tmp_path / "jl", workers=2, progress=False)
     build_shards(cfg_for(tmp_path / "docs.parquet", text_field="body"), tmp_path / "pq", workers=1, progress=False)
     # The `datasets` streaming path (what --dataset uses), fed a local file so it runs offline.
-    hf = ShardConfig(dataset="json", name=None, split="train", shard_size=SHARD)
+    hf = PrepareConfig(DocSource(dataset="json", split="train"), shard_size=SHARD)
     build_shards(hf, tmp_path / "hf", workers=1, progress=False, data_files=str(jl))
     want = shard_bytes(reference)
     assert shard_bytes(tmp_path / "jl") == shard_bytes(tmp_path / "pq") == shard_bytes(tmp_path / "hf") == want
@@ -178,12 +202,14 @@ def test_txt_file_mode_keeps_each_file_whole(tmp_path):
 
 def test_token_ids_must_fit_uint16(monkeypatch):
     class Wide:
+        eot_id = 0
+
         def encode_ordinary(self, text: str) -> list[int]:
             return [70_000]
 
-    monkeypatch.setattr(fineweb, "_enc", Wide())
+    monkeypatch.setattr(prep, "_codec", Wide())
     with pytest.raises(ValueError, match="does not fit in uint16"):
-        fineweb.tokenize_batch(["x"])
+        prep.tokenize_batch(["x"])
 
 
 def test_bad_inputs_give_clear_errors(corpus, reference, tmp_path):
@@ -197,25 +223,122 @@ def test_bad_inputs_give_clear_errors(corpus, reference, tmp_path):
         build_shards(cfg_for(tmp_path / "blank.txt"), tmp_path / "o1", progress=False)
     assert not list((tmp_path / "o1").glob("*.npy"))
     jl = tmp_path / "x.jsonl"
-    jl.write_text('{"content": "a", "id": 1}\n')
-    with pytest.raises(ValueError, match=r"no field 'text'; fields found: \['content', 'id'\]"):
+    jl.write_text('{"body": "a", "id": 1}\n')
+    with pytest.raises(ValueError, match=r"no text field 'text' / 'content' / 'poem'; fields found: \['body', 'id'\]"):
         build_shards(cfg_for(jl), tmp_path / "o2", progress=False)
     jl.write_text('{"text": "a"}\n{"text": oops}\n')
     with pytest.raises(ValueError, match=r"x.jsonl:2: invalid JSON"):
         build_shards(cfg_for(jl), tmp_path / "o3", progress=False)
-    with pytest.raises(ValueError, match=r"shard_size: 100000 there, 50000 now"):
+    with pytest.raises(ValueError, match=r"shard_size: 100000 -> 50000"):
         build_shards(cfg_for(corpus[0], shard_size=50_000), reference, progress=False)
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ValueError, match="cannot create output folder"):
         build_shards(cfg_for(corpus[0]), tmp_path / "afile" / "out", progress=False)
     (tmp_path / "foreign").mkdir()
     np.save(tmp_path / "foreign" / "edufineweb_val_000000.npy", np.zeros(3, np.uint16))
-    with pytest.raises(ValueError, match="no manifest.json"):
+    with pytest.raises(ValueError, match="but no manifest.json"):
         build_shards(cfg_for(corpus[0]), tmp_path / "foreign", progress=False)
 
 
 def test_cli_reports_errors_without_traceback(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "fineweb.py"), "--files", str(tmp_path / "missing.txt"),
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_data.py"), "--files", str(tmp_path / "missing.txt"),
                         "--out", str(tmp_path / "o")], capture_output=True, text=True, check=False)
     assert r.returncode != 0
     assert r.stderr.startswith("error: input file") and "Traceback" not in r.stderr
+
+
+# ---- the poetry flow: a document-level val split and our BPE trained on the train documents ---------
+
+POETRY = {"train_tokenizer": 300, "val_fraction": 0.1, "split_seed": 3}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> tuple[Path, list[str]]:
+    """The first ~200 kB of poems.txt: our tokenizer trains on it in about a second."""
+    with open(data_file("french_poetry/poems.txt"), encoding="utf-8") as f:
+        text = f.read(200_000)
+    text = text[:text.rindex("\n\n") + 1]
+    path = tmp_path_factory.mktemp("small") / "poems.txt"
+    path.write_text(text, encoding="utf-8")
+    return path, text.strip("\n").split("\n\n")
+
+
+@pytest.fixture(scope="module")
+def poetry(small, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("poetry")
+    build_shards(cfg_for(small[0], shard_size=20_000, **POETRY), out)
+    return out
+
+
+def decode_split(out: Path, split: str) -> list[str]:
+    from jaxgpt.common.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(out / "tokenizer.model")
+    eot = tok.special_tokens["<|endoftext|>"]
+    tokens = np.concatenate([np.load(p) for p in sorted(out.glob(f"edufineweb_{split}_*.npy"))])
+    cuts = np.flatnonzero(tokens == eot)
+    return [tok.decode(tokens[a + 1:b].tolist()) for a, b in zip(cuts, list(cuts[1:]) + [len(tokens)])]
+
+
+def test_val_split_by_document_and_a_tokenizer_of_the_train_documents(small, poetry):
+    docs = small[1]
+    train, val = split_documents(docs, 0.1, seed=3)
+    assert len(val) == round(len(docs) * 0.1) and sorted(train + val) == sorted(docs)
+    assert (train, val) == split_documents(docs, 0.1, seed=3) and split_documents(docs, 0.1, seed=4)[1] != val
+    assert [docs.index(d) for d in val] != list(range(len(docs) - len(val), len(docs)))  # spread, not the tail
+    assert decode_split(poetry, "val") == val and decode_split(poetry, "train") == train  # exact round trip
+    m = json.loads((poetry / "manifest.json").read_text())
+    assert m["tokenizer"]["kind"] == "bpe" and m["tokenizer"]["vocab_size"] == 300 and m["tokenizer"]["eot_id"] == 299
+    assert m["tokenizer"]["sha256"] == file_sha256(poetry / "tokenizer.model") and (poetry / "tokenizer.vocab").is_file()
+    for split, part in (("train", train), ("val", val)):  # whole documents: the byte counts are exact
+        assert m["splits"][split]["documents"] == len(part)
+        assert m["splits"][split]["bytes"] == sum(len(d.encode()) + 1 for d in part)
+    assert m["splits"]["train"]["shards"] >= 3  # 20k-token shards: the train stream spans several
+    # Trained on the train documents only: the same merges as training on them directly.
+    from jaxgpt.common.tokenizer import load_tokenizer
+
+    assert load_tokenizer(poetry / "tokenizer.model").merges == prep.train_bpe_tokenizer(train, 300, "gpt4").merges
+    assert prep.read_data_info(poetry).bytes_per_token("val") == m["splits"]["val"]["bytes"] / m["splits"]["val"]["tokens"]
+
+
+def test_poetry_flow_resumes_byte_identical_and_reuses_its_tokenizer(small, poetry, tmp_path):
+    seen = []
+
+    def stop_in_train(entry: dict) -> None:
+        seen.append(entry["name"])
+        if entry["name"] == "edufineweb_train_000001.npy":
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        build_shards(cfg_for(small[0], shard_size=20_000, **POETRY), tmp_path, on_shard=stop_in_train)
+    model = (tmp_path / "tokenizer.model").stat().st_mtime_ns
+    s = build_shards(cfg_for(small[0], shard_size=20_000, **POETRY), tmp_path)
+    assert s.resumed and (tmp_path / "tokenizer.model").stat().st_mtime_ns == model  # not retrained
+    assert shard_bytes(tmp_path) == shard_bytes(poetry)
+    assert (tmp_path / "manifest.json").read_bytes() == (poetry / "manifest.json").read_bytes()
+
+
+def test_a_given_tokenizer_model_is_copied_and_recorded(small, poetry, tmp_path):
+    src = tmp_path / "mine.model"
+    src.write_bytes((poetry / "tokenizer.model").read_bytes())
+    out = tmp_path / "given"
+    s = build_shards(cfg_for(small[0], shard_size=20_000, tokenizer=str(src), val_fraction=0.1, split_seed=3), out)
+    assert s.tokenizer["name"] == "mine.model" and s.tokenizer["sha256"] == file_sha256(src)
+    assert (out / "tokenizer.model").read_bytes() == src.read_bytes()
+    assert shard_bytes(out) == shard_bytes(poetry)  # same tokenizer, same split: the same shards
+    src.write_bytes(src.read_bytes() + b"\n")  # an edited tokenizer file must not resume into the folder
+    with pytest.raises(ValueError, match="other parameters"):
+        build_shards(cfg_for(small[0], shard_size=20_000, tokenizer=str(src), val_fraction=0.1, split_seed=3), out)
+
+
+def test_tokenizer_errors(small, tmp_path):
+    tiktoken_encoding("cl100k_base")
+    with pytest.raises(ValueError, match=r"100,277 ids, more than the 65,536 a uint16 shard holds"):
+        build_shards(cfg_for(small[0], tokenizer="cl100k_base"), tmp_path / "wide")
+    assert not list((tmp_path / "wide").glob("*.npy"))
+    with pytest.raises(ValueError, match="--train_tokenizer needs --val_fraction > 0"):
+        cfg_for(small[0], train_tokenizer=300)
+    with pytest.raises(ValueError, match="unknown tokenizer 'nope'"):
+        build_shards(cfg_for(small[0], tokenizer="nope"), tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="tokenizer model file not found"):
+        build_shards(cfg_for(small[0], tokenizer=str(tmp_path / "missing.model")), tmp_path / "m")

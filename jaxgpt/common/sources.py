@@ -1,0 +1,151 @@
+"""Where a trained model comes from: a Hugging Face directory, a training run, or one of its checkpoints.
+
+Framework-free (the model itself is built in either framework through jaxgpt/common/frameworks.py).
+Used by scripts/hellaswag.py and scripts/sample.py; a checkpoint written by either framework is
+read in either (jaxgpt/common/resume.py `read_train_state`: its parameters, by name).
+
+`resolve_model(path)` takes, in this order:
+- a Hugging Face GPT-2 directory (config.json + model.safetensors, as `save_pretrained`, our
+  `save_hf` or a training run's export writes it);
+- a run directory of scripts/train.py, whose final export RUN/hf is one;
+- one training checkpoint, RUN/checkpoints/step_*/ (meta.json + state);
+- a run directory without an export yet, whose newest complete checkpoint is used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxgpt.common.checkpoint import META, CheckpointDir, check_complete
+from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.weights import config_from_hf, load_hf_dir
+
+HF_FILES = ("config.json", "model.safetensors")
+
+
+def is_hf_dir(d: Path) -> bool:
+    return all((d / f).is_file() for f in HF_FILES)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A Hugging Face directory, or a training checkpoint (with its meta.json)."""
+
+    path: Path
+    kind: str  # "hf" or "checkpoint"
+    meta: dict | None = None
+
+    def describe(self) -> str:
+        if self.kind == "hf":
+            return f"{self.path} (Hugging Face directory)"
+        return f"{self.path} ({self.meta['framework']} training checkpoint, step {self.meta.get('step', '?')})"
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The training run the model comes from (RUN for RUN/hf and RUN/checkpoints/step_*), if any."""
+        if self.kind == "checkpoint":
+            return self.path.parent.parent
+        return self.path.parent if (self.path.parent / "checkpoints").is_dir() else None
+
+    def config(self) -> GPTConfig:
+        """The model's GPTConfig, read before any framework is imported (so errors come fast)."""
+        if self.kind == "checkpoint":
+            try:
+                return GPTConfig.from_dict(self.meta["config"]["model"])
+            except (KeyError, TypeError) as e:
+                raise ValueError(f"{self.path}/{META} holds no model config ({e}); not a checkpoint of "
+                                 "scripts/train.py") from None
+        path = self.path / "config.json"
+        try:
+            return config_from_hf(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError) as e:
+            raise ValueError(f"{path} is not a valid GPT-2 config.json ({type(e).__name__}: {e})") from None
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The parameters as the weight table's numpy arrays, whichever framework wrote them."""
+        if self.kind == "hf":
+            return load_hf_dir(self.path)[1]
+        from jaxgpt.common.checkpoint import check_train_state, group
+        from jaxgpt.common.resume import read_train_state
+
+        state = read_train_state(self.path, self.meta)
+        check_train_state(state, self.config(), str(self.path))
+        return group(state, "params")
+
+    def tokenizer_info(self) -> dict | None:
+        """The training data's tokenizer record (jaxgpt/common/data/codec.py), if the source has one."""
+        if self.kind == "checkpoint":
+            return (self.meta.get("config") or {}).get("tokenizer")
+        run = self.run_dir
+        if run is not None:
+            ckpts = CheckpointDir(run / "checkpoints")
+            for step in reversed(ckpts.steps()):
+                try:
+                    return (check_complete(ckpts.path(step)).get("config") or {}).get("tokenizer")
+                except ValueError:
+                    continue
+        return None
+
+
+def resolve_model(path: str | Path) -> ModelSource:
+    """A model path (see the module docstring) -> ModelSource, or FileNotFoundError saying what was expected."""
+    d = Path(path)
+    if not d.is_dir():
+        raise FileNotFoundError(f"{d} not found; pass a Hugging Face directory, a training run or a checkpoint")
+    for candidate in (d, d / "hf"):  # scripts/train.py exports the final model to RUN/hf
+        if is_hf_dir(candidate):
+            return ModelSource(candidate, "hf")
+    if (d / META).exists():
+        return ModelSource(d, "checkpoint", check_complete(d))  # raises if incomplete (interrupted save)
+    ckpts = CheckpointDir(d / "checkpoints")
+    for step in reversed(ckpts.steps()):
+        try:
+            return ModelSource(ckpts.path(step), "checkpoint", check_complete(ckpts.path(step)))
+        except ValueError:
+            continue  # an interrupted save: the previous one is complete
+    raise FileNotFoundError(
+        f"{d} holds no model: expected a Hugging Face directory (config.json + model.safetensors) in {d} or "
+        f"{d / 'hf'}, a training checkpoint ({META} + state), or complete checkpoints under {d / 'checkpoints'}")
+
+
+def resolve_hf(path: str | Path) -> ModelSource:
+    """--hf-dir: exactly a Hugging Face GPT-2 directory."""
+    d = Path(path)
+    if not d.is_dir():
+        raise FileNotFoundError(f"--hf-dir {d} not found")
+    if not is_hf_dir(d):
+        raise FileNotFoundError(f"--hf-dir {d} lacks {' or '.join(f for f in HF_FILES if not (d / f).is_file())}; "
+                                "a Hugging Face GPT-2 directory needs config.json and model.safetensors")
+    return ModelSource(d, "hf")
+
+
+def load_model(framework: str, src: ModelSource, device: Any = None) -> Any:
+    """The source's model in `framework` (eval mode), its weights loaded by name."""
+    from jaxgpt.common.frameworks import runtime
+
+    return runtime(framework).build_model(src.config(), src.weights(), device)
+
+
+def codec_for(src: ModelSource, tokenizer: str | None = None) -> Any:
+    """The tokenizer of a model: `tokenizer` if given (tiktoken name or .model), else what its run recorded
+    (our BPE from RUN/tokenizer.model), else GPT-2's for a 50257-id model."""
+    from jaxgpt.common.data.codec import TokenizerInfo, load_codec, open_tokenizer
+
+    vocab = src.config().vocab_size
+    if tokenizer:
+        codec = open_tokenizer(tokenizer)
+    elif (info := src.tokenizer_info()) is not None:
+        codec = load_codec(TokenizerInfo.from_dict(info, str(src.path)), src.run_dir or src.path)
+    elif vocab == 50257:
+        codec = open_tokenizer("gpt2")
+    else:
+        raise ValueError(f"{src.path}: the model's tokenizer is unknown (vocab {vocab}); pass --tokenizer FILE.model")
+    if codec.vocab_size != vocab:
+        raise ValueError(f"the tokenizer {codec.info.name!r} has {codec.vocab_size} ids but the model has vocab_size="
+                         f"{vocab}; use the tokenizer the model was trained with (its run's tokenizer.model)")
+    return codec
