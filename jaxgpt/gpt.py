@@ -25,7 +25,7 @@ import optax
 from flax import nnx
 
 from jaxgpt.common.config import GPTConfig, check_sampling_args
-from jaxgpt.common.weights import load_hf_dir, save_hf_dir
+from jaxgpt.common.weights import check_weights, load_hf_dir, save_hf_dir
 
 KVCache = list[tuple[jax.Array, jax.Array]]  # per layer: (k, v), each (B, block_size, n_head, head_dim)
 
@@ -188,26 +188,12 @@ class GPT(nnx.Module):
 
     def load_numpy(self, weights: dict[str, np.ndarray]) -> None:
         """Set every parameter from {GPT-2/torch name: array}; the key sets and shapes must match exactly."""
-        state = nnx.state(self, nnx.Param)
-        flat = dict(nnx.to_flat_state(state))
-        names = {_torch_name(p)[0]: p for p in flat}
-        missing, unexpected = sorted(set(names) - set(weights)), sorted(set(weights) - set(names))
-        if missing or unexpected:
-            raise ValueError(
-                f"weights do not match the model: missing {missing}, unexpected {unexpected}; build the model "
-                "with the config the weights were saved with (n_layer, bias, tie_embeddings, lm_head_bias)"
-            )
-        for name, path in names.items():
-            var = flat[path]
+        check_weights(weights, self.config)  # the one validation (names and shapes), shared with the torch twin
+        flat = dict(nnx.to_flat_state(nnx.state(self, nnx.Param)))
+        for path, var in flat.items():
+            name, transpose = _torch_name(path)
             arr = np.asarray(weights[name], dtype=np.float32)
-            if _torch_name(path)[1]:
-                arr = arr.T
-            if arr.shape != var.get_value().shape:
-                raise ValueError(
-                    f"shape mismatch for {name}: got {arr.shape}, model expects {var.get_value().shape}; build "
-                    "the model with the config the weights were saved with (n_embd, block_size, vocab rows)"
-                )
-            var.set_value(jnp.asarray(arr, dtype=var.get_value().dtype))
+            var.set_value(jnp.asarray(arr.T if transpose else arr, dtype=var.get_value().dtype))
 
     @classmethod
     def from_hf(cls, path: str, *, padded_vocab_size: int | None = None, dtype: Any = jnp.float32,

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from jaxgpt.common.config import GPTConfig, check_sampling_args
-from jaxgpt.common.weights import load_hf_dir, save_hf_dir
+from jaxgpt.common.weights import check_weights, load_hf_dir, save_hf_dir
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (k, v), each (B, n_head, block_size, head_dim)
 
@@ -160,21 +160,9 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def load_numpy(self, weights: dict[str, np.ndarray]) -> None:
-        params = dict(self.named_parameters())
-        missing, unexpected = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
-        if missing or unexpected:
-            raise ValueError(
-                f"weights do not match the model: missing {missing}, unexpected {unexpected}; build the model "
-                "with the config the weights were saved with (n_layer, bias, tie_embeddings, lm_head_bias)"
-            )
-        for name, p in params.items():
-            arr = np.asarray(weights[name], dtype=np.float32)
-            if tuple(arr.shape) != tuple(p.shape):
-                raise ValueError(
-                    f"shape mismatch for {name}: got {arr.shape}, model expects {tuple(p.shape)}; build "
-                    "the model with the config the weights were saved with (n_embd, block_size, vocab rows)"
-                )
-            p.copy_(torch.from_numpy(arr.copy()))
+        check_weights(weights, self.config)  # the one validation (names and shapes), shared with the JAX twin
+        for name, p in self.named_parameters():
+            p.copy_(torch.from_numpy(np.array(weights[name], dtype=np.float32)))
 
     @classmethod
     def from_hf(cls, path: str, *, padded_vocab_size: int | None = None) -> GPT:
