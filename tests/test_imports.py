@@ -101,3 +101,77 @@ def test_torchref_uses_only_the_framework_free_part_of_jaxgpt():
             if m and not (m.group(1) + ".").startswith("jaxgpt.common."):
                 bad.append(f"{path.relative_to(ROOT)}:{lineno}: {line.strip()}")
     assert not bad, "torchref imports JAX-side modules of jaxgpt (move the code to jaxgpt/common/):\n" + "\n".join(bad)
+
+
+# ---- torch is optional: the JAX product works where torch cannot be imported --------------------------------
+
+_NO_TORCH = """
+import runpy, sys
+refused = []
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("torch", "transformers"):  # torchref is installed; torch is not
+            refused.append(name)
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Refuse())
+script, *argv = sys.argv[1:]
+sys.argv = [script, *argv]
+try:
+    if script.endswith(".py"):
+        runpy.run_path(script, run_name="__main__")
+    else:
+        exec(script)
+    code = 0
+except SystemExit as e:
+    code = e.code
+print("REFUSED", sorted(set(refused)))
+sys.exit(code)
+"""
+
+# A JAX GPT-2-vocabulary model exported as a Hugging Face directory, written without torch.
+_SAVE_GPT2_VOCAB_MODEL = """
+from flax import nnx
+from jaxgpt.common.config import GPTConfig
+from jaxgpt.gpt import GPT
+GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=1, n_head=2, n_embd=16), rngs=nnx.Rngs(0)).save_hf(sys.argv[1])
+"""
+
+
+def _without_torch(*argv: str) -> subprocess.CompletedProcess:
+    env = {**__import__("os").environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    return subprocess.run([sys.executable, "-c", _NO_TORCH, *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, check=False, env=env)
+
+
+def test_the_jax_cli_path_runs_without_torch(tmp_path):
+    """Data preparation with our tokenizer, JAX training, HellaSwag in JAX: torch is never even tried.
+
+    (`pip install -e .` without the torch extra; checked once by hand in a real venv, see the README.)"""
+    from conftest import data_file, tiktoken_encoding
+
+    tiktoken_encoding("gpt2")  # HellaSwag renders with it: skip (with the reason) where it cannot load
+    poems = tmp_path / "poems.txt"
+    poems.write_text("\n\n".join(f"Vers {i} du ciel,\nla mer ô nuit {i % 7}." for i in range(400)), encoding="utf-8")
+    r = _without_torch("scripts/prepare_data.py", "--files", str(poems), "--train_tokenizer", "280",
+                       "--val_fraction", "0.1", "--workers", "1", "--out", str(tmp_path / "data"))
+    assert r.returncode == 0 and "REFUSED []" in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
+    r = _without_torch("scripts/train.py", "--preset", "tiny", f"--data_dir={tmp_path / 'data'}", "--vocab_size=280",
+                       f"--out_dir={tmp_path / 'run'}", "--max_steps=4", "--val_every=2", "--ckpt_every=2",
+                       "--sample_every=2", "--plot=false")
+    assert r.returncode == 0 and "REFUSED []" in r.stdout and "done: step 4" in r.stdout, \
+        r.stdout[-2000:] + r.stderr[-3000:]
+    r = _without_torch(_SAVE_GPT2_VOCAB_MODEL, str(tmp_path / "hf"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _without_torch("scripts/hellaswag.py", "--hf-dir", str(tmp_path / "hf"), "--framework", "jax", "--data",
+                       str(data_file("hellaswag_val_sample.jsonl")), "--limit", "4", "--batch-size", "2",
+                       "--no-progress")
+    assert r.returncode == 0 and "REFUSED []" in r.stdout and "hellaswag: acc" in r.stdout, r.stderr[-3000:]
+    # Asking for torch where it is not installed: one line naming the extra to install.
+    r = _without_torch("scripts/train.py", "--preset", "tiny", "--framework", "torch", f"--data_dir={tmp_path / 'data'}",
+                       "--vocab_size=280", f"--out_dir={tmp_path / 'torch'}")
+    assert r.returncode == 1 and r.stderr.startswith("error: --framework torch needs torch, which is not installed; "
+                                                     'install it with: pip install -e ".[torch]"'), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
