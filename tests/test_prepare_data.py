@@ -36,15 +36,19 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> tuple[Path, list[str]]:
-    """~2 MB of poems.txt cut at a poem boundary, and its poems split independently of the pipeline."""
+def poems_slice(folder: Path, n_bytes: int) -> tuple[Path, list[str]]:
+    """About n_bytes of poems.txt cut at a poem boundary, and its poems split independently of the pipeline."""
     with open(data_file("french_poetry/poems.txt"), encoding="utf-8") as f:
-        text = f.read(2_000_000)
+        text = f.read(n_bytes)
     text = text[:text.rindex("\n\n") + 1]
-    path = tmp_path_factory.mktemp("corpus") / "poems.txt"
+    path = folder / "poems.txt"
     path.write_text(text, encoding="utf-8")
     return path, text.strip("\n").split("\n\n")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, list[str]]:
+    return poems_slice(tmp_path_factory.mktemp("corpus"), 2_000_000)
 
 
 @pytest.fixture(scope="module")
@@ -253,21 +257,12 @@ POETRY = {"train_tokenizer": 300, "val_fraction": 0.1, "split_seed": 3}
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory) -> tuple[Path, list[str]]:
-    """The first ~200 kB of poems.txt: our tokenizer trains on it in about a second."""
-    with open(data_file("french_poetry/poems.txt"), encoding="utf-8") as f:
-        text = f.read(200_000)
-    text = text[:text.rindex("\n\n") + 1]
-    path = tmp_path_factory.mktemp("small") / "poems.txt"
-    path.write_text(text, encoding="utf-8")
-    return path, text.strip("\n").split("\n\n")
-
-
-@pytest.fixture(scope="module")
-def poetry(small, tmp_path_factory) -> Path:
+def small(tmp_path_factory) -> tuple[Path, list[str], Path]:
+    """~200 kB of poems.txt (our tokenizer trains on it in about a second), and its poetry-flow folder."""
+    path, docs = poems_slice(tmp_path_factory.mktemp("small"), 200_000)
     out = tmp_path_factory.mktemp("poetry")
-    build_shards(cfg_for(small[0], shard_size=20_000, **POETRY), out)
-    return out
+    build_shards(cfg_for(path, shard_size=20_000, **POETRY), out)
+    return path, docs, out
 
 
 def decode_split(out: Path, split: str) -> list[str]:
@@ -280,16 +275,16 @@ def decode_split(out: Path, split: str) -> list[str]:
     return [tok.decode(tokens[a + 1:b].tolist()) for a, b in zip(cuts, list(cuts[1:]) + [len(tokens)])]
 
 
-def test_val_split_by_document_and_a_tokenizer_of_the_train_documents(small, poetry):
-    docs = small[1]
+def test_val_split_by_document_and_a_tokenizer_of_the_train_documents(small):
+    _, docs, folder = small
     train, val = split_documents(docs, 0.1, seed=3)
     assert len(val) == round(len(docs) * 0.1) and sorted(train + val) == sorted(docs)
     assert (train, val) == split_documents(docs, 0.1, seed=3) and split_documents(docs, 0.1, seed=4)[1] != val
     assert [docs.index(d) for d in val] != list(range(len(docs) - len(val), len(docs)))  # spread, not the tail
-    assert decode_split(poetry, "val") == val and decode_split(poetry, "train") == train  # exact round trip
-    m = json.loads((poetry / "manifest.json").read_text())
+    assert decode_split(folder, "val") == val and decode_split(folder, "train") == train  # exact round trip
+    m = json.loads((folder / "manifest.json").read_text())
     assert m["tokenizer"]["kind"] == "bpe" and m["tokenizer"]["vocab_size"] == 300 and m["tokenizer"]["eot_id"] == 299
-    assert m["tokenizer"]["sha256"] == file_sha256(poetry / "tokenizer.model") and (poetry / "tokenizer.vocab").is_file()
+    assert m["tokenizer"]["sha256"] == file_sha256(folder / "tokenizer.model") and (folder / "tokenizer.vocab").is_file()
     for split, part in (("train", train), ("val", val)):  # whole documents: the byte counts are exact
         assert m["splits"][split]["documents"] == len(part)
         assert m["splits"][split]["bytes"] == sum(len(d.encode()) + 1 for d in part)
@@ -297,11 +292,12 @@ def test_val_split_by_document_and_a_tokenizer_of_the_train_documents(small, poe
     # Trained on the train documents only: the same merges as training on them directly.
     from jaxgpt.common.tokenizer import load_tokenizer
 
-    assert load_tokenizer(poetry / "tokenizer.model").merges == prep.train_bpe_tokenizer(train, 300, "gpt4").merges
-    assert prep.read_data_info(poetry).bytes_per_token("val") == m["splits"]["val"]["bytes"] / m["splits"]["val"]["tokens"]
+    assert load_tokenizer(folder / "tokenizer.model").merges == prep.train_bpe_tokenizer(train, 300, "gpt4").merges
+    assert prep.read_data_info(folder).bytes_per_token("val") == m["splits"]["val"]["bytes"] / m["splits"]["val"]["tokens"]
 
 
-def test_poetry_flow_resumes_byte_identical_and_reuses_its_tokenizer(small, poetry, tmp_path):
+def test_poetry_flow_resumes_byte_identical_and_reuses_its_tokenizer(small, tmp_path):
+    folder = small[2]
     seen = []
 
     def stop_in_train(entry: dict) -> None:
@@ -314,18 +310,19 @@ def test_poetry_flow_resumes_byte_identical_and_reuses_its_tokenizer(small, poet
     model = (tmp_path / "tokenizer.model").stat().st_mtime_ns
     s = build_shards(cfg_for(small[0], shard_size=20_000, **POETRY), tmp_path)
     assert s.resumed and (tmp_path / "tokenizer.model").stat().st_mtime_ns == model  # not retrained
-    assert shard_bytes(tmp_path) == shard_bytes(poetry)
-    assert (tmp_path / "manifest.json").read_bytes() == (poetry / "manifest.json").read_bytes()
+    assert shard_bytes(tmp_path) == shard_bytes(folder)
+    assert (tmp_path / "manifest.json").read_bytes() == (folder / "manifest.json").read_bytes()
 
 
-def test_a_given_tokenizer_model_is_copied_and_recorded(small, poetry, tmp_path):
+def test_a_given_tokenizer_model_is_copied_and_recorded(small, tmp_path):
+    folder = small[2]
     src = tmp_path / "mine.model"
-    src.write_bytes((poetry / "tokenizer.model").read_bytes())
+    src.write_bytes((folder / "tokenizer.model").read_bytes())
     out = tmp_path / "given"
     s = build_shards(cfg_for(small[0], shard_size=20_000, tokenizer=str(src), val_fraction=0.1, split_seed=3), out)
     assert s.tokenizer["name"] == "mine.model" and s.tokenizer["sha256"] == file_sha256(src)
     assert (out / "tokenizer.model").read_bytes() == src.read_bytes()
-    assert shard_bytes(out) == shard_bytes(poetry)  # same tokenizer, same split: the same shards
+    assert shard_bytes(out) == shard_bytes(folder)  # same tokenizer, same split: the same shards
     src.write_bytes(src.read_bytes() + b"\n")  # an edited tokenizer file must not resume into the folder
     with pytest.raises(ValueError, match="other parameters"):
         build_shards(cfg_for(small[0], shard_size=20_000, tokenizer=str(src), val_fraction=0.1, split_seed=3), out)
