@@ -115,7 +115,7 @@ def check_writable(directory: Path) -> None:
             pass
     except OSError as e:
         raise ValueError(f"checkpoint directory {directory} is not writable ({e.strerror or e}); "
-                         "pick another --out / --ckpt_dir or fix its permissions") from None
+                         "pick another --out_dir or fix its permissions") from None
 
 
 class ConfigMismatch(ValueError):

@@ -1,4 +1,11 @@
-"""Framework-free data: corpora, shards and loaders shared by jaxgpt and torchref."""
+"""Framework-free data, shared by jaxgpt and torchref.
+
+    documents.py  the one document reader (txt / jsonl / json / parquet / Hugging Face streaming)
+    prepare.py    corpus -> uint16 token shards + manifest.json (scripts/prepare_data.py)
+    codec.py      a data folder's tokenizer: tiktoken by name or our BPE .model
+    loader.py     ShardLoader: batches for training, exact resume
+    hellaswag.py  HellaSwag reading, rendering and scoring arithmetic
+"""
 
 from __future__ import annotations
 
