@@ -281,6 +281,8 @@ def test_val_split_by_document_and_a_tokenizer_of_the_train_documents(small):
     assert len(val) == round(len(docs) * 0.1) and sorted(train + val) == sorted(docs)
     assert (train, val) == split_documents(docs, 0.1, seed=3) and split_documents(docs, 0.1, seed=4)[1] != val
     assert [docs.index(d) for d in val] != list(range(len(docs) - len(val), len(docs)))  # spread, not the tail
+    # Both splits in a random order, not the corpus's (poems.txt is sorted by author).
+    assert [docs.index(d) for d in train] != sorted(docs.index(d) for d in train)
     assert decode_split(folder, "val") == val and decode_split(folder, "train") == train  # exact round trip
     m = json.loads((folder / "manifest.json").read_text())
     assert m["tokenizer"]["kind"] == "bpe" and m["tokenizer"]["vocab_size"] == 300 and m["tokenizer"]["eot_id"] == 299

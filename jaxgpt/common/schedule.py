@@ -24,12 +24,13 @@ class OptimConfig:
     grad_clip: float = 1.0  # max global L2 norm of the gradient; 0 disables clipping
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"lr={self.lr} must be > 0")
+        if not (self.lr > 0 and math.isfinite(self.lr)):  # written so that nan fails too
+            raise ValueError(f"lr={self.lr} must be a finite number > 0")
         if self.warmup_steps < 0 or self.max_steps < 1:
             raise ValueError(f"need warmup_steps >= 0 and max_steps >= 1, got {self.warmup_steps}, {self.max_steps}")
         if self.warmup_steps > self.max_steps:
-            raise ValueError(f"warmup_steps={self.warmup_steps} exceeds max_steps={self.max_steps}")
+            raise ValueError(f"warmup_steps={self.warmup_steps} exceeds max_steps={self.max_steps}; pass a --warmup_steps "
+                             f"<= {self.max_steps} (or a longer --max_steps)")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
 

@@ -84,7 +84,7 @@ def hellaswag_tasks(data: DataInfo, model: GPTConfig, cfg: TrainConfig) -> list 
 
 
 def train(preset: str, overrides: list[str], framework: str = "jax", resume: bool = False,
-          launch: Launch = Launch(), log: Callable[[str], None] = lambda m: print(m, flush=True)) -> dict:
+          launch: Launch | None = None, log: Callable[[str], None] = lambda m: print(m, flush=True)) -> dict:
     """Train `preset` (with --key=value overrides) in `framework`; the final metrics (metrics.json)."""
     frameworks.check_framework(framework)
     model_cfg, cfg, optim = configs_for(preset, overrides)
@@ -98,7 +98,7 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
     out = Path(cfg.out_dir or f"out/{preset}-{framework}")
 
     fw = frameworks.runtime(framework)
-    cluster = fw.connect(launch)
+    cluster = fw.connect(launch or Launch())
     micro, accum = batch_layout(cfg.total_batch_tokens, cfg.micro_batch, cfg.seq_len, cluster.n_devices)
     rows = micro * cluster.local_devices  # this process's rows per micro-step
     pid, nproc = cluster.process_index, cluster.num_processes
@@ -125,7 +125,7 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
 
 
 def main(preset: str, overrides: list[str], framework: str = "jax", resume: bool = False,
-         launch: Launch = Launch()) -> int:
+         launch: Launch | None = None) -> int:
     """`train` with the CLI's conventions: one `error:` line on stderr and an exit code, no traceback."""
     try:
         m = train(preset, overrides, framework, resume, launch)

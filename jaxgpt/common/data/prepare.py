@@ -12,7 +12,8 @@ What we add:
   BPE (copied into the folder as tokenizer.model), or `train_tokenizer=V`: our BPE trained with V
   ids on the TRAIN documents only, saved into the folder first (the poetry stage's flow).
 - **A document-level val split** (`val_fraction > 0`): a seeded permutation picks the val
-  documents (at least one on each side); val and train are then two streams of whole documents,
+  documents (at least one on each side) and orders both splits (a sorted corpus is not read author
+  by author); val and train are then two streams of whole documents,
   `{prefix}_val_{i:06d}.npy` and `{prefix}_train_{i:06d}.npy`. Needs the documents in memory: for
   corpora like the poetry one; FineWeb uses the default "first shard is val".
 - **manifest.json**: the parameters (with input file sizes), the tokenizer (`TokenizerInfo`), per
@@ -94,15 +95,19 @@ def shard_name(prefix: str, split: str, index: int) -> str:
 
 
 def split_documents(docs: Sequence[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Deterministic (train, val) split by document: a seeded permutation picks round(n x fraction) val
-    documents (at least one on each side); both lists keep the corpus order."""
+    """Deterministic (train, val) split by document: a seeded permutation of the documents, the first
+    round(n x fraction) of it val (at least one on each side), the rest train, both in that permuted order.
+
+    The order matters for training: a corpus is often sorted (poems.txt is by author), and the shards
+    are read in order, so writing the documents in a random order makes every stretch of the stream a
+    sample of the whole corpus (what random windows gave before), with or without the loader's shuffles.
+    """
     n = len(docs)
     if n < 2:
         raise ValueError(f"need at least 2 documents to split into train and val, got {n}")
     n_val = min(n - 1, max(1, round(n * val_fraction)))
-    is_val = np.zeros(n, dtype=bool)
-    is_val[np.random.default_rng(seed).permutation(n)[:n_val]] = True
-    return [d for d, v in zip(docs, is_val) if not v], [d for d, v in zip(docs, is_val) if v]
+    order = np.random.default_rng(seed).permutation(n)
+    return [docs[i] for i in order[n_val:]], [docs[i] for i in order[:n_val]]
 
 
 def train_bpe_tokenizer(docs: Sequence[str], vocab_size: int, pattern: str, verbose: bool = False) -> Any:
@@ -332,11 +337,10 @@ def _cumulative_bytes(p: int, ends: np.ndarray, lengths: np.ndarray, nbytes: np.
 class _StreamWriter:
     """One token stream -> consecutive shards `name(i)`, committed to the manifest one by one."""
 
-    def __init__(self, out: Path, manifest: dict, stream: str, split_of: Callable[[int], str],
-                 name_of: Callable[[int], str], cfg: PrepareConfig, eot: int,
+    def __init__(self, out: Path, manifest: dict, stream: str, cfg: PrepareConfig, eot: int,
                  on_shard: Callable[[dict], None] | None, bar: Any) -> None:
         self.out, self.manifest, self.stream, self.cfg, self.eot = out, manifest, stream, cfg, eot
-        self.split_of, self.name_of, self.on_shard, self.bar = split_of, name_of, on_shard, bar
+        self.on_shard, self.bar = on_shard, bar
         # Keep the finished shards whose file is still there with the right size; redo from the first that is not.
         mine = [s for s in manifest["shards"] if s["stream"] == stream]
         kept = []
@@ -350,6 +354,15 @@ class _StreamWriter:
         self.buf = np.empty(cfg.shard_size, dtype=np.uint16)
         self.fill = self.fill_bytes = 0
         self.written = self.shards_written = 0  # tokens and shards written by this run
+
+    def split_of(self, index: int) -> str:
+        """Stream "all" (build-nanogpt's layout): shard 0 is val, the rest train; else the stream is the split."""
+        if self.stream == "all":
+            return "val" if index == 0 else "train"
+        return self.stream
+
+    def name_of(self, index: int) -> str:
+        return shard_name(self.cfg.prefix, self.split_of(index), index)
 
     def commit(self, next_doc: int, next_offset: int) -> None:
         n, index = self.fill, len(self.done)
@@ -460,13 +473,7 @@ def prepare(cfg: PrepareConfig, out: str | Path, workers: int = 1, progress: boo
     written = n_docs = n_kept = new_shards = 0
     try:
         for stream, docs in streams:
-            if stream == "all":  # build-nanogpt: one stream, shard 0 is val
-                split_of = lambda i: "val" if i == 0 else "train"  # noqa: E731
-                name_of = lambda i: shard_name(cfg.prefix, split_of(i), i)  # noqa: E731
-            else:
-                split_of = lambda i, s=stream: s  # noqa: E731
-                name_of = lambda i, s=stream: shard_name(cfg.prefix, s, i)  # noqa: E731
-            w = _StreamWriter(out, manifest, stream, split_of, name_of, cfg, info.eot_id, on_shard, bar)
+            w = _StreamWriter(out, manifest, stream, cfg, info.eot_id, on_shard, bar)
             n_kept += len(w.done)
             if w.complete:
                 n_docs += manifest["stream_documents"][stream]
