@@ -143,7 +143,7 @@ GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=1, n_head=2, n_embd=16), 
 def _without_torch(*argv: str) -> subprocess.CompletedProcess:
     env = {**__import__("os").environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     return subprocess.run([sys.executable, "-c", _NO_TORCH, *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, check=False, env=env)
+                          timeout=900, check=False, env=env)
 
 
 def test_the_jax_cli_path_runs_without_torch(tmp_path):

@@ -71,7 +71,7 @@ def env() -> dict:
 
 
 def train(argv: list[str]) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, str(SCRIPT), *argv], env=env(), capture_output=True, text=True, timeout=600,
+    p = subprocess.run([sys.executable, str(SCRIPT), *argv], env=env(), capture_output=True, text=True, timeout=900,
                        check=False)
     assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return p
@@ -106,7 +106,7 @@ def test_interrupted_run_resumes_exactly(data, tmp_path, full_runs, framework, h
         if "saved checkpoint" in line and "step_00000003" in line:
             proc.send_signal(how)
             break
-    rest = proc.communicate(timeout=300)[0]
+    rest = proc.communicate(timeout=900)[0]
     if how == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL, "".join(seen[-20:]) + rest
         assert CheckpointDir(out / "checkpoints").steps() == [3]

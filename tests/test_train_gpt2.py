@@ -188,7 +188,7 @@ def _env(devices: int = 8) -> dict:
 
 def _run(args: list[str], devices: int = 8, check: bool = True, **kw) -> subprocess.CompletedProcess:
     p = subprocess.run([sys.executable, str(SCRIPT), *args], env=_env(devices), capture_output=True, text=True,
-                       check=False, timeout=300, **kw)
+                       check=False, timeout=900, **kw)
     if check:
         assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return p
@@ -245,7 +245,7 @@ def test_two_jax_processes_equal_one(straight, shards, tmp_path):
             "--num_processes=2"]
     procs = [subprocess.Popen([sys.executable, str(SCRIPT), *args, f"--process_id={i}"], env=_env(1),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n----\n".join(o[-3000:] for o in outs)
     assert "2 devices in 2 process(es)" in outs[0] and "x 8 accumulation steps" in outs[0]
     multi = np.array([float(v) for _, v in _losses(out)])
@@ -264,7 +264,7 @@ def test_torch_ddp_two_gloo_processes_equal_one(shards, tmp_path):
     ddp = tmp_path / "ddp"
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
                         "--master_addr=127.0.0.1", f"--master_port={port}", str(SCRIPT), *base, f"--out_dir={ddp}"],
-                       env=_env(1), capture_output=True, text=True, timeout=300, check=False)
+                       env=_env(1), capture_output=True, text=True, timeout=900, check=False)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     a = np.array([float(v) for _, v in _losses(ddp)])
     b = np.array([float(v) for _, v in _losses(one)])

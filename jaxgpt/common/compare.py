@@ -53,15 +53,14 @@ class Pair:
 
 def build_gpt_pair(args: argparse.Namespace, overrides: list[str]) -> Pair:
     """A GPT preset: its recipe (model, batch, optimiser) on the train shards of --data_dir."""
-    from jaxgpt.common.data.loader import ShardLoader
+    from jaxgpt.common.training import train_batches
 
     explicit_dropout = any(o.replace("-", "_").startswith("--dropout=") for o in overrides)
     cfg, train, optim = configs_for(args.preset, overrides + ([] if explicit_dropout else ["--dropout=0.0"]))
     if not train.data_dir:
         raise ValueError(f"--preset {args.preset} trains on shards: pass --data_dir=DIR (scripts/prepare_data.py)")
     rows = train.total_batch_tokens // train.seq_len
-    loader = ShardLoader(train.data_dir, "train", rows, train.seq_len, vocab_size=cfg.vocab_size,
-                         shuffle_seed=train.shuffle_seed)
+    loader = train_batches(train, cfg, rows, 0, 1)  # the preset's batches (its batch_order), one process
     torch_side = make_trainer("torch", cfg, optim, seed=train.seed)
     jax_side = make_trainer("jax", cfg, optim, weights=torch_side.state_numpy(), seed=train.seed)
     n_params = sum(v.size for v in torch_side.state_numpy().values())

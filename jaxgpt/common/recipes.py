@@ -24,6 +24,7 @@ from jaxgpt.common.config import PRESETS, GPTConfig, apply_overrides, lookup
 from jaxgpt.common.schedule import OptimConfig
 
 DTYPES = ("float32", "bfloat16")  # compute dtypes; parameters and optimiser state are always fp32
+BATCH_ORDERS = ("sequential", "random")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class TrainConfig:
     compile: bool = False  # torch: torch.compile the model
     seed: int = 0  # parameter init and dropout
     shuffle_seed: int | None = None  # train shard order: None = by name (build-nanogpt), else shuffled per epoch
+    # How a step's rows are drawn from the train split: "sequential" = consecutive windows of the shard stream
+    # (build-nanogpt; right for big batches), "random" = windows at seeded random places (nanoGPT's get_batch:
+    # a small batch then spans many documents; the train split is loaded into memory, so small corpora only).
+    batch_order: str = "sequential"
     val_every: int = 250  # steps between val-loss evaluations; 0 = only at the end
     val_steps: int = 20  # val batches per evaluation (the first ones of the val split, the same each time)
     final_val_steps: int = 0  # val batches of the final evaluation; 0 = val_steps
@@ -62,6 +67,8 @@ class TrainConfig:
         problems += [f"--{n}={getattr(self, n)} must be >= 0" for n in
                      ("micro_batch", "seq_len", "val_every", "final_val_steps", "hellaswag_every", "hellaswag_limit",
                       "sample_every", "ckpt_every") if getattr(self, n) < 0]
+        if self.batch_order not in BATCH_ORDERS:
+            problems.append(f"--batch_order={self.batch_order!r} is unknown; use one of {', '.join(BATCH_ORDERS)}")
         if self.dtype not in DTYPES:
             problems.append(f"--dtype={self.dtype!r} is unknown; use one of {', '.join(DTYPES)}")
         if problems:
@@ -70,7 +77,7 @@ class TrainConfig:
 
 # Fields a resumed run must share with its checkpoint: they define what is trained on and how.
 # The others (micro_batch, cadences, outputs, fsdp/compile) only change speed or what is reported.
-RESUME_FIELDS = ("data_dir", "total_batch_tokens", "seq_len", "dtype", "seed", "shuffle_seed")
+RESUME_FIELDS = ("data_dir", "total_batch_tokens", "seq_len", "dtype", "seed", "shuffle_seed", "batch_order")
 
 
 @dataclass(frozen=True)
@@ -83,12 +90,13 @@ class Recipe:
     about: str  # one line for --help
 
 
-# The poetry recipes keep the original study's batch (32 sequences of 128 tokens) and 1000 steps,
-# with the shared recipe's warm-up + cosine and clipping. `poetry` trains at twice the original's peak
-# lr: without dropout the 2M-parameter model takes it (chosen, not swept). Everything is evaluated
+# The poetry recipes keep the original study's batch (32 sequences of 128 tokens at random places of the
+# train split, as its get_batch drew them: 4,096 consecutive tokens would hold only ~5 poems) and 1000
+# steps, with the shared recipe's warm-up + cosine and clipping. `poetry` trains at twice the original's
+# peak lr: without dropout the 2M-parameter model takes it (chosen, not swept). Everything is evaluated
 # every 100 steps; the final val loss averages 100 batches (3,200 windows) for a stable figure.
 _POETRY = TrainConfig(
-    total_batch_tokens=32 * 128, micro_batch=0, val_every=100, val_steps=20, final_val_steps=100,
+    total_batch_tokens=32 * 128, micro_batch=0, batch_order="random", val_every=100, val_steps=20, final_val_steps=100,
     hellaswag_every=0, sample_every=500, sample_count=1, sample_tokens=120, ckpt_every=100, keep=2,
 )
 # build-nanogpt's GPT-2 reproduction: 2**19-token steps, evals every 250 steps, bf16 compute.

@@ -17,11 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from jaxgpt.common import frameworks
 from jaxgpt.common.checkpoint import CheckpointDir, check_writable
 from jaxgpt.common.config import GPTConfig, UsageError
 from jaxgpt.common.data.codec import TOKENIZER_FILE, load_codec, open_tokenizer
-from jaxgpt.common.data.loader import ShardLoader, list_shards
+from jaxgpt.common.data.loader import ShardLoader, TokenArrayLoader, list_shards
 from jaxgpt.common.data.prepare import DataInfo, read_data_info
 from jaxgpt.common.loop import Launch, Loop, RunData
 from jaxgpt.common.recipes import TrainConfig, batch_layout, configs_for
@@ -83,6 +85,24 @@ def hellaswag_tasks(data: DataInfo, model: GPTConfig, cfg: TrainConfig) -> list 
     return [render_example(ex, enc, model.block_size, pad_token(model)) for ex in examples]
 
 
+RANDOM_ORDER_MAX_TOKENS = 1_000_000_000  # --batch_order=random loads the train split: 2 GB of uint16 at most
+
+
+def train_batches(cfg: TrainConfig, model: GPTConfig, rows: int, pid: int, nproc: int) -> Any:
+    """This process's source of `rows` training rows per step, in cfg.batch_order (see TrainConfig)."""
+    if cfg.batch_order == "sequential":
+        return ShardLoader(cfg.data_dir, "train", rows, cfg.seq_len, pid, nproc, vocab_size=model.vocab_size,
+                           shuffle_seed=cfg.shuffle_seed)
+    shards = list_shards(cfg.data_dir, "train")
+    arrays = [np.load(p, mmap_mode="r") for p in shards]
+    total = sum(len(a) for a in arrays)
+    if total > RANDOM_ORDER_MAX_TOKENS:
+        raise ValueError(f"--batch_order=random loads the train split into memory, and {cfg.data_dir} holds {total:,} "
+                         "train tokens; use --batch_order=sequential for a corpus this size")
+    return TokenArrayLoader(np.concatenate(arrays), rows, cfg.seq_len, seed=cfg.seed, process_index=pid,
+                            num_processes=nproc, vocab_size=model.vocab_size)
+
+
 def train(preset: str, overrides: list[str], framework: str = "jax", resume: bool = False,
           launch: Launch | None = None, log: Callable[[str], None] = lambda m: print(m, flush=True)) -> dict:
     """Train `preset` (with --key=value overrides) in `framework`; the final metrics (metrics.json)."""
@@ -102,8 +122,7 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
     micro, accum = batch_layout(cfg.total_batch_tokens, cfg.micro_batch, cfg.seq_len, cluster.n_devices)
     rows = micro * cluster.local_devices  # this process's rows per micro-step
     pid, nproc = cluster.process_index, cluster.num_processes
-    train_loader = ShardLoader(cfg.data_dir, "train", rows * accum, cfg.seq_len, pid, nproc,
-                               vocab_size=model_cfg.vocab_size, shuffle_seed=cfg.shuffle_seed)
+    train_loader = train_batches(cfg, model_cfg, rows * accum, pid, nproc)
     val_loader = ShardLoader(cfg.data_dir, "val", rows, cfg.seq_len, pid, nproc, vocab_size=model_cfg.vocab_size)
     rt = fw.make_runtime(model_cfg, cfg, optim, cluster, accum)
     rt.log = log
