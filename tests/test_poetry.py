@@ -5,6 +5,7 @@ small synthetic corpus."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -216,3 +217,28 @@ def test_weights_are_the_same_from_either_reader(full_runs):
 
     hf = from_hf(load_file(str(out / "hf" / "model.safetensors")), GPTConfig.from_dict(cfg))
     assert hf.keys() == params.keys() and all(np.array_equal(hf[k], params[k]) for k in params)
+
+
+def test_poetry_batches_are_random_windows_over_the_train_split(data, monkeypatch):
+    """batch_order=random (the poetry recipes): a 32-row step spans many poems; its state resumes exactly."""
+    from jaxgpt.common.recipes import configs_for
+    from jaxgpt.common.training import train_batches
+
+    model, cfg, _ = configs_for("poetry", [f"--data_dir={data}", "--vocab_size=300"])
+    assert cfg.batch_order == "random"
+    loader = train_batches(cfg, model, 32, 0, 1)
+    x, y = loader.next_batch()
+    assert x.shape == (32, 128) and len({tuple(r) for r in x}) == 32
+    sequential = train_batches(dataclasses.replace(cfg, batch_order="sequential"), model, 32, 0, 1)
+    xs, ys = sequential.next_batch()
+    # Sequential rows continue one another (4,096 consecutive tokens: a few poems); random rows do not.
+    assert np.array_equal(ys[:-1, -1], xs[1:, 0])
+    assert np.mean(y[:-1, -1] == x[1:, 0]) < 0.5
+    state = loader.state()
+    a = [loader.next_batch()[0] for _ in range(3)]
+    again = train_batches(cfg, model, 32, 0, 1)
+    again.load_state(state)
+    assert all(np.array_equal(p, q) for p, q in zip(a, [again.next_batch()[0] for _ in range(3)]))
+    monkeypatch.setattr("jaxgpt.common.training.RANDOM_ORDER_MAX_TOKENS", 100)
+    with pytest.raises(ValueError, match="--batch_order=random loads the train split into memory"):
+        train_batches(cfg, model, 32, 0, 1)
