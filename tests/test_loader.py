@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from conftest import data_file
-from jaxgpt.common.data.fineweb import ShardConfig, build_shards
 from jaxgpt.common.data import loader as loader_module
+from jaxgpt.common.data.bench import LoaderBench, make_shards, run_bench
+from jaxgpt.common.data.fineweb import ShardConfig, build_shards
 from jaxgpt.common.data.loader import Prefetcher, ShardLoader, TokenArrayLoader
 
 VOCAB = 50257
@@ -348,7 +349,8 @@ def wait_until(cond, timeout: float = 20.0) -> None:
 
 
 def prefetch_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "jaxgpt-prefetch"]
+    """The Prefetcher's reader ("jaxgpt-prefetch") and shard-scan ("jaxgpt-scan_0") threads alive."""
+    return [t for t in threading.enumerate() if t.name.startswith("jaxgpt-")]
 
 
 @pytest.mark.parametrize("depth", [1, 3])
@@ -397,7 +399,7 @@ def test_prefetcher_over_a_token_array_loader():
         Prefetcher(sync, depth=0)
 
 
-def test_prefetcher_checks_the_next_shard_before_the_consumer_gets_there(doc_dir, monkeypatch):
+def test_prefetcher_scans_the_next_shard_in_the_background(doc_dir, monkeypatch):
     scans: list[tuple[str, str]] = []  # (shard, thread) of every scan of a shard's token ids / documents
     real = loader_module.scan_shard
 
@@ -409,10 +411,10 @@ def test_prefetcher_checks_the_next_shard_before_the_consumer_gets_there(doc_dir
     with Prefetcher(ShardLoader(doc_dir, "train", 2, 16, doc_shuffle_seed=5), depth=2) as pf:
         assert scans == [("edufineweb_train_000001.npy", "MainThread")]  # the first shard: at construction
         pf.next_batch()  # in shard 1 (25 steps), far from its end
-        wait_until(lambda: pf.ready == 2)  # the consumer has batches in hand: the thread's idle moment
-        assert ("edufineweb_train_000002.npy", "jaxgpt-prefetch") in scans
-        take(pf, 60)  # through shards 2 and 3 and into the next epoch: no shard is scanned a second time
-        assert sorted(name for name, _ in scans) == [f"edufineweb_train_00000{i}.npy" for i in (1, 2, 3)]
+        wait_until(lambda: len(scans) == 2)
+        assert scans[1] == ("edufineweb_train_000002.npy", "jaxgpt-scan_0")  # not the reader, not the consumer
+        take(pf, 60)  # through shard 2 into shard 3: each shard scanned once, off the reader's path
+        assert scans[1:] == [(f"edufineweb_train_00000{i}.npy", "jaxgpt-scan_0") for i in (2, 3)]
 
 
 def test_prefetcher_raises_the_loader_error_at_the_same_batch(doc_dir):
@@ -423,24 +425,24 @@ def test_prefetcher_raises_the_loader_error_at_the_same_batch(doc_dir):
     match = "edufineweb_train_000002.npy: token id 50257 at position 100"
     sync, good = ShardLoader(doc_dir, "train", 2, 16), []
     with pytest.raises(ValueError, match=match):
-        while True:
+        for _ in range(100):  # (bounded: a loader that misses the bad id must fail the test, not hang it)
             good.append(sync.next_batch())
     assert len(good) == 25  # all of shard 1
-    pf = Prefetcher(ShardLoader(doc_dir, "train", 2, 16), depth=2)
-    got = [pf.next_batch()]
-    wait_until(lambda: pf.ready == 2)  # the thread has now looked at shard 2 in the background (and kept quiet)
-    with pytest.raises(ValueError, match=match) as err:
-        while True:
-            got.append(pf.next_batch())
-    assert "prefetch thread" in " ".join(getattr(err.value, "__notes__", []))
-    assert_same_batches(got, good)
-    assert pf.state() == sync.state() and not prefetch_threads()
+    with Prefetcher(ShardLoader(doc_dir, "train", 2, 16), depth=2) as pf:
+        got = [pf.next_batch()]
+        wait_until(lambda: pf.ready == 2)  # shard 2 is scanned in the background meanwhile: the failure waits
+        with pytest.raises(ValueError, match=match) as err:
+            for _ in range(100):
+                got.append(pf.next_batch())
+        assert "prefetch thread" in " ".join(getattr(err.value, "__notes__", []))
+        assert_same_batches(got, good)
+        assert pf.state() == sync.state() and not prefetch_threads()  # the error stopped both threads
 
 
 def test_prefetcher_threads_end_on_close_collection_and_exit(doc_dir):
     pf = Prefetcher(ShardLoader(doc_dir, "train", 2, 16))
-    pf.next_batch()
-    assert len(prefetch_threads()) == 1
+    pf.next_batch()  # the reader has put it after handing shard 2 to the scan thread
+    assert sorted(t.name for t in prefetch_threads()) == ["jaxgpt-prefetch", "jaxgpt-scan_0"]
     pf.close()
     assert not prefetch_threads()
     pf = Prefetcher(ShardLoader(doc_dir, "train", 2, 16))
@@ -451,5 +453,22 @@ def test_prefetcher_threads_end_on_close_collection_and_exit(doc_dir):
     # A script that never calls close() exits at once, its thread blocked on a full queue.
     code = ("import sys; from jaxgpt.common.data.loader import Prefetcher, ShardLoader; "
             "pf = Prefetcher(ShardLoader(sys.argv[1], 'train', 2, 16)); pf.next_batch(); print('done')")
-    r = subprocess.run([sys.executable, "-c", code, str(doc_dir)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code, str(doc_dir)], check=False, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr
+
+
+def test_loader_benchmark_runs_every_case_on_small_shards(tmp_path):
+    """The benchmark's plumbing (speed figures live in docs/BENCHMARKS.md, not in tests)."""
+    cfg = LoaderBench(shards=2, shard_tokens=5_000, mean_doc=50, B=2, T=64, steps=60, consumer_ms=(0.0, 0.5))
+    rows = run_bench(cfg, tmp_path, log=lambda _: None)
+    assert [(r["consumer_ms"], r["order"], r["loader"]) for r in rows] == [
+        (c, o, m) for c in (0.0, 0.5) for o in ("file", "shuffled") for m in ("sync", "prefetch")]
+    assert all(r["steps"] == 60 and r["tokens_per_s"] > 0 for r in rows)
+    assert not list(tmp_path.iterdir()) and not prefetch_threads()  # shards removed, threads stopped
+    shards = make_shards(tmp_path, cfg)
+    starts = np.flatnonzero(np.load(shards[0]) == EOT)
+    assert starts[0] == 0 and 20 < len(starts) < 200  # documents of ~50 tokens
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_loader.py"
+    r = subprocess.run([sys.executable, str(script), "--shard_tokens=100", "--B=2", "--T=64"],
+                       check=False, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--shard_tokens 100 is less than one batch" in r.stderr

@@ -37,10 +37,12 @@ when P*B == P'*B'.
 Prefetching. `Prefetcher(loader, depth=2)` runs `loader.next_batch()` in a daemon thread, up to
 `depth` batches ahead, and hands the consumer the same batches in the same order. Its `state()` is
 the state the synchronous loader had after the batch the consumer last received (the thread
-records it with every batch), never the read-ahead position. While its queue is full (the consumer
-has batches in hand), the thread validates and indexes the next shard (`prepare_next_shard`), so
-the first open of a 1e8-token shard no longer stalls a step, and its pages are in the page cache.
-An error in the thread is raised in the consumer at the batch where the synchronous loader raises it.
+records it with every batch), never the read-ahead position. As soon as the loader enters a shard,
+a second thread scans the next one (`prepare_next_shard`: token-id check, document index), while
+the reader goes on producing batches, so the switch to a 1e8-token shard (~0.2 s of scanning) no
+longer stalls a step, and the shard's pages are in the page cache by then. An error is raised in the
+consumer at the batch where the synchronous loader raises it (a background scan that fails is
+redone at the switch, which raises).
 
 Validation. On construction every shard's header is read: a non-.npy file, a dtype other than
 uint16, a shape other than 1-D, or a file size that disagrees with the header (truncated or with
@@ -61,9 +63,10 @@ import threading
 import warnings
 import weakref
 from collections import OrderedDict
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 import numpy as np
 
@@ -143,6 +146,14 @@ def scan_shard(tokens: np.ndarray, where: str, *, vocab_size: int | None = None,
         return None
     starts = np.concatenate([np.zeros(1, np.int64), *found]).astype(np.int64)
     return starts[1:] if len(starts) > 1 and starts[1] == 0 else starts  # 0 listed once
+
+
+def _scan_file(path: Path, vocab_size: int | None, eot_id: int | None) -> tuple[bool, np.ndarray | None]:
+    """scan_shard of a shard file, touching no loader state (run in a background thread):
+    (whether the ids were checked, the document starts or None)."""
+    _, shape, offset = read_npy_header(path)
+    tokens = np.asarray(np.memmap(path, dtype=np.uint16, mode="r", offset=offset, shape=shape))
+    return vocab_size is not None, scan_shard(tokens, f"shard {path}", vocab_size=vocab_size, eot_id=eot_id)
 
 
 @dataclass(frozen=True)
@@ -235,7 +246,7 @@ class ShardLoader:
             warnings.warn(f"skipping {split} shards shorter than one global batch: {small}", stacklevel=2)
         self._checked: set[Path] = set()  # shards whose token ids were checked (once per loader)
         self._starts: OrderedDict[Path, np.ndarray] = OrderedDict()  # document starts of recent shards
-        self._prepared: tuple[int, int] | None = None  # (epoch, shard) last made ready by prepare_next_shard
+        self._jobs: dict[Path, Future] = {}  # background scans (prepare_next_shard), merged when the shard opens
         if check_tokens == "eager":
             for p in self.shards:
                 self._load(p)
@@ -248,30 +259,46 @@ class ShardLoader:
         # Seeded by (seed, epoch) so any epoch's order is recomputed from the state alone.
         return np.random.default_rng([self.shuffle_seed, epoch]).permutation(n)
 
-    def _load(self, path: Path, index: bool = False) -> tuple[np.memmap, np.ndarray | None]:
+    def _load(self, path: Path, index: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """The shard's tokens (memory-mapped), their ids checked on first use; with `index`, also its
         document starts (cached for the last few shards: recomputing them is a pass over the file)."""
+        job = self._jobs.pop(path, None)
+        # A background scan of this shard: wait for it if still running, and keep what it found. One that
+        # failed (or was cancelled) is ignored: the scan below redoes it and raises here, in order.
+        if job is not None and not job.cancelled() and job.exception() is None:
+            checked, found = job.result()
+            if checked:
+                self._checked.add(path)
+            if found is not None:
+                self._keep_index(path, found)
         _, shape, offset = read_npy_header(path)
-        tokens = np.memmap(path, dtype=np.uint16, mode="r", offset=offset, shape=shape)
-        check = self.check_tokens != "none" and path not in self._checked
-        starts = self._starts.get(path) if index else None
-        if check or (index and starts is None):
+        # A plain ndarray view of the map: slicing a np.memmap builds a memmap object per slice (~10x the
+        # cost of an ndarray slice), which adds up in DocOrder.read's one slice per document.
+        tokens = np.asarray(np.memmap(path, dtype=np.uint16, mode="r", offset=offset, shape=shape))
+        check, starts = self._needs(path, index)
+        if check or starts is None and index:
             found = scan_shard(tokens, f"shard {path}", vocab_size=self.vocab_size if check else None,
-                               eot_id=self.eot_id if index and starts is None else None)
+                               eot_id=self.eot_id if starts is None and index else None)
             if check:
                 self._checked.add(path)
             if found is not None:
-                starts = found
-                if len(starts) < 2:
-                    warnings.warn(f"shard {path} holds no document boundary (eot_id {self.eot_id} after its "
-                                  "first token): document shuffling leaves it in order; check eot_id",
-                                  stacklevel=3)
+                starts = self._keep_index(path, found)
         if index:
-            self._starts[path] = starts
-            self._starts.move_to_end(path)
-            while len(self._starts) > _INDEX_CACHE:
-                self._starts.popitem(last=False)
+            self._starts.move_to_end(path)  # the most recently used stays cached
         return tokens, starts
+
+    def _needs(self, path: Path, index: bool) -> tuple[bool, np.ndarray | None]:
+        """(whether the shard's ids still need the check, its cached document starts or None)."""
+        return self.check_tokens != "none" and path not in self._checked, self._starts.get(path) if index else None
+
+    def _keep_index(self, path: Path, starts: np.ndarray) -> np.ndarray:
+        if len(starts) < 2:
+            warnings.warn(f"shard {path} holds no document boundary (eot_id {self.eot_id} after its first token): "
+                          "document shuffling leaves it in order; check eot_id", stacklevel=4)
+        self._starts[path] = starts
+        while len(self._starts) > _INDEX_CACHE:
+            self._starts.popitem(last=False)
+        return starts
 
     def _go(self, epoch: int, shard: int, position: int) -> None:
         order = self._order(epoch)
@@ -311,18 +338,26 @@ class ShardLoader:
         self.position += self.global_tokens
         return buf[:-1].reshape(B, T), buf[1:].reshape(B, T)  # (B, T), (B, T)
 
-    def prepare_next_shard(self) -> None:
-        """Check (and index) the shard that follows the current one, so that switching to it does not
-        scan it on the critical path. Idempotent; Prefetcher's thread calls it while it would wait.
+    def prepare_next_shard(self, executor: Executor | None = None) -> None:
+        """Check (and index) the shard that follows the current one ahead of the switch to it: now, or
+        as a job on `executor` (Prefetcher's scan thread) that the switch then waits for and keeps.
+        Cheap when it is done or under way. Call it from the thread that calls next_batch.
 
-        A problem found here is not raised: the switch re-checks the shard and raises then, so an
+        A problem found here is not raised: the switch scans the shard again and raises then, so an
         error surfaces at the same batch with or without prefetching."""
-        place = self._next_place()
-        if place == self._prepared:
+        epoch, shard = self._next_place()
+        path = self.shards[int(self._order(epoch)[shard])]
+        index = self.doc_shuffle_seed is not None
+        check, starts = self._needs(path, index)
+        job = self._jobs.get(path)
+        if not (check or starts is None and index) or (job is not None and not job.cancelled()):
             return
-        self._prepared = place
+        if executor is not None:
+            self._jobs[path] = executor.submit(_scan_file, path, self.vocab_size if check else None,
+                                               self.eot_id if starts is None and index else None)
+            return
         try:
-            self._load(self.shards[int(self._order(place[0])[place[1]])], index=self.doc_shuffle_seed is not None)
+            self._load(path, index)
         except (ValueError, OSError):
             pass
 
@@ -408,22 +443,21 @@ def _put(q: queue.Queue, item: tuple, stop: threading.Event) -> None:
             continue
 
 
-def _read_ahead(loader: BatchSource, q: queue.Queue, stop: threading.Event) -> None:
+def _read_ahead(loader: BatchSource, q: queue.Queue, stop: threading.Event, scans: Executor | None) -> None:
     """Prefetch thread body: (batch, loader state right after it, None) items, then (None, None, error)
     if the loader raises. Holds no reference to the Prefetcher, so dropping it stops the thread."""
-    prepare = getattr(loader, "prepare_next_shard", None)
     try:
         while not stop.is_set():
             item = (loader.next_batch(), loader.state(), None)
-            if prepare is not None and q.full():
-                prepare()  # the consumer has `depth` batches in hand: the idle moment to scan the next shard
+            if scans is not None:
+                loader.prepare_next_shard(scans)  # a no-op but right after a shard switch
             _put(q, item, stop)
     except Exception as e:  # noqa: BLE001 -- every error goes to the consumer, which raises it
         e.add_note("(raised in the data prefetch thread; every batch before it was delivered in order)")
         _put(q, (None, None, e), stop)
 
 
-def _halt(thread: threading.Thread, q: queue.Queue, stop: threading.Event) -> None:
+def _halt(thread: threading.Thread, q: queue.Queue, stop: threading.Event, scans: Executor | None) -> None:
     stop.set()
     while True:  # drop what was read ahead (frees the batches; unblocks nothing, puts poll `stop`)
         try:
@@ -431,6 +465,8 @@ def _halt(thread: threading.Thread, q: queue.Queue, stop: threading.Event) -> No
         except queue.Empty:
             break
     thread.join()  # the loader is used by one thread at a time: wait until the reader has let go
+    if scans is not None:  # a scan in progress finishes (<1 s); a cancelled one is redone when needed
+        scans.shutdown(wait=True, cancel_futures=True)
 
 
 class Prefetcher:
@@ -439,10 +475,12 @@ class Prefetcher:
 
         train = Prefetcher(ShardLoader(...), depth=2)   # then use it as the loader; train.close() at the end
 
-    Up to `depth` batches wait in a queue (plus one the thread is handing over). `load_state`,
-    `reset` and `close` stop the thread and drop what it read ahead; the next `next_batch` starts it
-    again from the consumer's position. The thread is a daemon and is also stopped when the
-    Prefetcher is garbage-collected or the interpreter exits, so it never holds a process open.
+    Up to `depth` batches wait in a queue (plus one the thread is handing over). When the loader
+    has `prepare_next_shard` (ShardLoader), a second thread scans the next shard while the first
+    reads. `load_state`, `reset` and `close` stop the threads and drop what was read ahead; the next
+    `next_batch` starts them again from the consumer's position. The reader is a daemon thread, and
+    both are also stopped when the Prefetcher is garbage-collected or the interpreter exits, so they
+    never hold a process open.
     """
 
     def __init__(self, loader: BatchSource, depth: int = 2) -> None:
@@ -459,11 +497,14 @@ class Prefetcher:
             self.loader.load_state(self._state)
         q: queue.Queue = queue.Queue(maxsize=self.depth)
         stop = threading.Event()
-        thread = threading.Thread(target=_read_ahead, args=(self.loader, q, stop), name="jaxgpt-prefetch",
+        scans = None
+        if hasattr(self.loader, "prepare_next_shard"):
+            scans = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxgpt-scan")
+        thread = threading.Thread(target=_read_ahead, args=(self.loader, q, stop, scans), name="jaxgpt-prefetch",
                                   daemon=True)
         thread.start()
         self._worker, self._ahead = (thread, q, stop), True
-        self._finalizer = weakref.finalize(self, _halt, thread, q, stop)  # on close, GC or interpreter exit
+        self._finalizer = weakref.finalize(self, _halt, thread, q, stop, scans)  # on close, GC or interpreter exit
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
         if self._worker is None:
@@ -508,7 +549,7 @@ class Prefetcher:
             self._finalizer()  # runs _halt once
         self._worker = self._finalizer = None
 
-    def __enter__(self) -> Prefetcher:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
