@@ -41,8 +41,8 @@ def shard_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def doc_dir(tmp_path: Path) -> Path:
-    """Shards of documents: each starts with EOT, its other tokens encode (shard i, position) as
-    i*10_000 + position (< 50_000, never EOT); documents are 2..39 tokens long."""
+    """Shards of documents 2..39 tokens long, each starting with EOT (shard FRAGMENT_SHARD begins with
+    the tail of one); every other token encodes (shard i, position) as i*10_000 + position (never EOT)."""
     rng, i = np.random.default_rng(0), 0
     for split, sizes in DOC_SIZES.items():
         for n in sizes:
