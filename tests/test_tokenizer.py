@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import jaxgpt.common.tokenizer
 from conftest import data_file
 from jaxgpt.common.tokenizer import (
     GPT4_SPLIT_PATTERN,
@@ -115,6 +118,66 @@ def test_invalid_utf8_decodes_with_replacement():
     assert tok.decode_bytes(ids) == "é".encode()
     assert tok.decode([0xC3]) == "\ufffd"  # half a character: replacement char, no exception
     assert tok.decode([0xC3, ord("a")]) == "\ufffda"
+
+
+def _tokenizer_import_graph() -> dict[str, set[str]]:
+    """{module: package modules it imports} for jaxgpt/common/tokenizer, counting every import
+    statement anywhere in the file (a cycle hidden in a function body is still a cycle)."""
+    pkg = Path(jaxgpt.common.tokenizer.__file__).parent
+    names = {f.stem for f in pkg.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for f in pkg.glob("*.py"):
+        deps = graph.setdefault(f.stem, set())
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level > 1 or (node.level == 0 and not (node.module or "").startswith(PKG)):
+                    continue  # outside the package
+                sub = node.module if node.level else node.module[len(PKG):].lstrip(".")
+                if sub:
+                    deps.add(sub.split(".")[0])
+                else:  # "from . import x" / "from jaxgpt.common.tokenizer import x": x may be a module
+                    deps |= {a.name if a.name in names else "__init__" for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name[len(PKG):].lstrip(".").split(".")[0] or "__init__"
+                         for a in node.names if a.name.startswith(PKG)}
+    return graph
+
+
+PKG = "jaxgpt.common.tokenizer"
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of `graph` as [a, b, ..., a], or None (depth-first search, three colours)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        path.append(m)
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 1:
+                return path[path.index(d):] + [d]
+            if d not in state and (found := visit(d)):
+                return found
+        state[m] = 2
+        path.pop()
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_tokenizer_package_has_no_import_cycle():
+    # issue 11: base.py imported basic/regex (inside load_tokenizer), which import base
+    graph = _tokenizer_import_graph()
+    assert {"base", "basic", "regex", "pretrained"} <= set(graph)
+    assert "base" in graph["basic"] and "regex" in graph["pretrained"]  # the graph sees real imports
+    cycle = _find_cycle(graph)
+    assert cycle is None, f"import cycle in {PKG}: {' -> '.join(cycle)}"
+    assert not graph["base"] & {"basic", "regex", "pretrained", "loader"}, "base.py must know no subclass"
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the checker works
 
 
 def test_package_imports_no_framework():

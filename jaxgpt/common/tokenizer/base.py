@@ -286,7 +286,11 @@ class Tokenizer:
 
     def load(self, model_file: str | Path) -> None:
         """Read a .model file written by `save` (or by minbpe), restoring pattern and specials."""
-        pattern, special, merges = read_model_file(model_file)
+        self.load_model(model_file, *read_model_file(model_file))
+
+    def load_model(self, model_file: str | Path, pattern: str, special: dict[str, int],
+                   merges: dict[tuple[int, int], int]) -> None:
+        """Install a parsed .model (see `read_model_file`); `model_file` names it in errors."""
         self._check_model(model_file, pattern, special)  # before changing anything
         self.pattern = pattern
         self.merges = merges
@@ -360,15 +364,3 @@ def read_model_file(model_file: str | Path) -> tuple[str, dict[str, int], dict[t
     except (IndexError, ValueError) as e:
         raise ValueError(f"{path}: malformed minbpe v1 model file ({e})") from None
     return pattern, special, merges
-
-
-def load_tokenizer(model_file: str | Path) -> Tokenizer:
-    """Load a .model file as a RegexTokenizer (or a BasicTokenizer when it has no pattern and
-    no special tokens). This is the one-call way to get a saved tokenizer back."""
-    from .basic import BasicTokenizer
-    from .regex import RegexTokenizer
-
-    pattern, special, _ = read_model_file(model_file)
-    tok: Tokenizer = BasicTokenizer() if not pattern and not special else RegexTokenizer(pattern)
-    tok.load(model_file)
-    return tok
