@@ -71,7 +71,7 @@ def test_save_load_round_trip(tmp_path):
     assert model.name == "poems.model" and vocab.read_text(encoding="utf-8").count("\n") == 320
     back = load_tokenizer(model)
     assert isinstance(back, RegexTokenizer)
-    assert back.pattern == tok.pattern and back._compiled.pattern == tok.pattern  # minbpe forgot this
+    assert back.pattern == tok.pattern and back._splitter.pattern == tok.pattern  # minbpe forgot this
     assert back.merges == tok.merges and back.vocab == tok.vocab and back.special_tokens == tok.special_tokens
     text = TRAIN_TEXT[:200] + "<|endofpoem|>" + HARD_STRINGS[2]
     assert back.encode(text, allowed_special="all") == tok.encode(text, allowed_special="all")
@@ -378,7 +378,7 @@ def _one_line_error(exc: pytest.ExceptionInfo, *needles: str) -> None:
 
 
 def test_repeated_merge_line_is_a_clear_error(tmp_path):
-    _, model, lines = _saved_with_special(tmp_path)
+    _, _, lines = _saved_with_special(tmp_path)
     first = 4 + 1 + 10  # 1-based line of the 11th merge (after header, pattern, count, one special)
     lines.insert(first + 5, lines[first - 1])  # the same pair again 6 lines later
     bad = tmp_path / "dup.model"
