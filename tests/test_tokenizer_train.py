@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import regex
-from bpe_reference import reference_train
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import data_file
 from jaxgpt.common.tokenizer import PATTERNS, RegexTokenizer, count_chunks, load_tokenizer, train_bpe
+from jaxgpt.common.tokenizer.reference import reference_train
 from jaxgpt.common.tokenizer.trainer import _safe_parts
 
 ROOT = Path(__file__).resolve().parent.parent

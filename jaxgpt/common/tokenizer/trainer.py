@@ -1,6 +1,6 @@
 """Fast BPE training: unique chunks counted once, incremental pair counts, a lazy max-heap.
 
-The textbook trainer (minbpe, kept in tests/bpe_reference.py as the oracle) recounts every
+The textbook trainer (minbpe; reference.py keeps it as the oracle) recounts every
 pair of every chunk after each merge: O(corpus x merges). This one does the same merges with
 work proportional to the number of pair occurrences a merge actually touches:
 
