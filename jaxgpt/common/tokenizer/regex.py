@@ -61,6 +61,7 @@ class RegexTokenizer(Tokenizer):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("unicode_classes", TIKTOKEN_CLASSES)  # pickled before the attribute existed
         self._on_load()
 
     def _split(self, text: str) -> list[str]:
@@ -137,12 +138,11 @@ class RegexTokenizer(Tokenizer):
     def _encode_ordinary(self, text: str) -> list[int]:
         split = self._splitter
         chunks = split.fast(text)
-        if not split.covers(text, chunks):  # a custom pattern skipped characters: check them all
-            chunks = split.split(text)
-        out = self._encode_chunks(chunks, exact=False)
-        if out is None:  # a chunk holds a code point the regex module classes unlike tiktoken
-            out = self._encode_chunks(split.exact(text), exact=True)
-        return out
+        if split.covers(text, chunks) and (out := self._encode_chunks(chunks, exact=False)) is not None:
+            return out
+        # a chunk holds a code point the regex module classes unlike tiktoken, or a custom pattern
+        # skipped characters (which may be such code points): split again, exactly
+        return self._encode_chunks(split.exact(text), exact=True)
 
     def _encode_chunks(self, chunks: list[str], exact: bool) -> list[int] | None:
         """ids of `chunks`; for a fast split (not `exact`), None as soon as a chunk not seen before
