@@ -4,7 +4,7 @@
 
 1. Train vocab 4096 with the GPT-4 pattern on the first --train-mb MB with our trainer
    (`RegexTokenizer.train`: chunk counting + incremental BPE), end to end from the text.
-2. The reference trainer (tests/bpe_reference.py, minbpe's recount-everything loop) on
+2. The reference trainer (jaxgpt/common/tokenizer/reference.py, minbpe's recount-everything loop) on
    --ref-start-kb, then on the largest input predicted (it is linear in the input) to finish
    within --ref-budget CPU seconds; our trainer on the same inputs; the merges must be identical.
 3. Encoding throughput on the first --encode-mb MB, encode_ordinary in one process: ours (cold
@@ -35,6 +35,7 @@ if _CACHE.is_dir():  # offline: tiktoken's rank files for cl100k_base (set befor
 import tiktoken
 
 from jaxgpt.common.tokenizer import RegexTokenizer, from_tiktoken
+from jaxgpt.common.tokenizer.reference import reference_train
 
 
 def first_bytes(path: Path, n: int) -> str:
@@ -76,9 +77,6 @@ def main() -> None:
     path = Path(args.data)
     if not path.is_file():
         sys.exit(f"error: {path} not found; pass --data to a UTF-8 text file")
-    sys.path.insert(0, str(ROOT / "tests"))
-    from bpe_reference import reference_train  # the slow oracle lives with the tests
-
     print(f"{time.strftime('%Y-%m-%d %H:%M %Z')}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"tiktoken {tiktoken.__version__}; load average at start: {load()}\n")
 

@@ -5,13 +5,16 @@
 
 The last --holdout fraction of the input (cut at a line boundary) is not trained on; the script
 reports the compression (UTF-8 bytes per token) on it. It refuses to overwrite an existing
-PREFIX.model unless --force is given. Library code: jaxgpt/common/tokenizer.
+PREFIX.model unless --force is given, and checks that --out can be written before training.
+Library code: jaxgpt/common/tokenizer.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -41,7 +44,9 @@ def read_inputs(paths: list[str], max_bytes: int | None) -> list[str]:
         try:
             texts.append(data.decode("utf-8"))
         except UnicodeDecodeError as e:
-            raise ValueError(f"{path} is not UTF-8 text ({e}); convert it, e.g. with iconv -t UTF-8") from None
+            line = data.count(b"\n", 0, e.start) + 1
+            raise ValueError(f"{path} is not UTF-8 text (byte {data[e.start]:#04x} on line {line}, byte offset "
+                             f"{e.start}); convert it, e.g. with iconv -f LATIN1 -t UTF-8") from None
     return texts
 
 
@@ -81,12 +86,33 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("interrupted: nothing was written")
 
 
-def run(args: argparse.Namespace) -> None:
-    out = Path(args.out)
+def check_out(out: Path, force: bool) -> None:
+    """Refuse an --out that training could not be saved to, before any work: an existing output
+    (without --force), an output that is a folder, a file where a folder is needed, or a folder
+    this process cannot write into (tested by creating and removing a temporary file)."""
     targets = [out.with_name(out.name + ext) for ext in (".model", ".vocab")]
-    if not args.force and (existing := [str(t) for t in targets if t.exists()]):
+    if bad := [str(t) for t in targets if t.exists() and not t.is_file()]:
+        raise ValueError(f"--out {out}: {' and '.join(bad)} exist and are not files; choose another --out")
+    if not force and (existing := [str(t) for t in targets if t.exists()]):
         raise ValueError(f"{' and '.join(existing)} already exist; pass --force to overwrite, "
                          "or choose another --out")
+    folder = out.absolute().parent
+    while not folder.exists():  # the folders save() will create: check the first one that exists
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"--out {out}: {folder} is a file, so the output folder cannot be created; "
+                         "choose another --out")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".train_tokenizer_check_")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write into {folder} ({e.strerror}); choose another --out") from None
+
+
+def run(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    check_out(out, args.force)
     texts = read_inputs(args.input, args.max_bytes)
     train_texts, held_out = split_holdout(texts, args.holdout)
     n_bytes = sum(len(t.encode("utf-8")) for t in train_texts)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import jaxgpt.common.tokenizer
 from conftest import data_file
 from jaxgpt.common.tokenizer import (
     GPT4_SPLIT_PATTERN,
@@ -68,7 +71,7 @@ def test_save_load_round_trip(tmp_path):
     assert model.name == "poems.model" and vocab.read_text(encoding="utf-8").count("\n") == 320
     back = load_tokenizer(model)
     assert isinstance(back, RegexTokenizer)
-    assert back.pattern == tok.pattern and back._compiled.pattern == tok.pattern  # minbpe forgot this
+    assert back.pattern == tok.pattern and back._splitter.pattern == tok.pattern  # minbpe forgot this
     assert back.merges == tok.merges and back.vocab == tok.vocab and back.special_tokens == tok.special_tokens
     text = TRAIN_TEXT[:200] + "<|endofpoem|>" + HARD_STRINGS[2]
     assert back.encode(text, allowed_special="all") == tok.encode(text, allowed_special="all")
@@ -115,6 +118,66 @@ def test_invalid_utf8_decodes_with_replacement():
     assert tok.decode_bytes(ids) == "é".encode()
     assert tok.decode([0xC3]) == "\ufffd"  # half a character: replacement char, no exception
     assert tok.decode([0xC3, ord("a")]) == "\ufffda"
+
+
+def _tokenizer_import_graph() -> dict[str, set[str]]:
+    """{module: package modules it imports} for jaxgpt/common/tokenizer, counting every import
+    statement anywhere in the file (a cycle hidden in a function body is still a cycle)."""
+    pkg = Path(jaxgpt.common.tokenizer.__file__).parent
+    names = {f.stem for f in pkg.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for f in pkg.glob("*.py"):
+        deps = graph.setdefault(f.stem, set())
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level > 1 or (node.level == 0 and not (node.module or "").startswith(PKG)):
+                    continue  # outside the package
+                sub = node.module if node.level else node.module[len(PKG):].lstrip(".")
+                if sub:
+                    deps.add(sub.split(".")[0])
+                else:  # "from . import x" / "from jaxgpt.common.tokenizer import x": x may be a module
+                    deps |= {a.name if a.name in names else "__init__" for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name[len(PKG):].lstrip(".").split(".")[0] or "__init__"
+                         for a in node.names if a.name.startswith(PKG)}
+    return graph
+
+
+PKG = "jaxgpt.common.tokenizer"
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of `graph` as [a, b, ..., a], or None (depth-first search, three colours)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        path.append(m)
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 1:
+                return path[path.index(d):] + [d]
+            if d not in state and (found := visit(d)):
+                return found
+        state[m] = 2
+        path.pop()
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_tokenizer_package_has_no_import_cycle():
+    # issue 11: base.py imported basic/regex (inside load_tokenizer), which import base
+    graph = _tokenizer_import_graph()
+    assert {"base", "basic", "regex", "pretrained"} <= set(graph)
+    assert "base" in graph["basic"] and "regex" in graph["pretrained"]  # the graph sees real imports
+    cycle = _find_cycle(graph)
+    assert cycle is None, f"import cycle in {PKG}: {' -> '.join(cycle)}"
+    assert not graph["base"] & {"basic", "regex", "pretrained", "loader"}, "base.py must know no subclass"
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the checker works
 
 
 def test_package_imports_no_framework():
@@ -298,3 +361,82 @@ def test_model_file_with_windows_line_ends_loads(tmp_path):
     (tmp_path / "bin.model").write_bytes(b"\xff\xfe\x00minbpe")
     with pytest.raises(ValueError, match="not a text file"):
         load_tokenizer(tmp_path / "bin.model")
+
+
+# ------------------------------------------------------------------ damaged .model files (issue 16)
+def _saved_with_special(tmp_path) -> tuple[RegexTokenizer, Path, list[str]]:
+    tok = RegexTokenizer("gpt4")
+    tok.register_special_tokens(["<|endofpoem|>"])
+    tok.train(TRAIN_TEXT, 330)
+    model, _ = tok.save(tmp_path / "tok")
+    return tok, model, model.read_text(encoding="utf-8").split("\n")
+
+
+def _one_line_error(exc: pytest.ExceptionInfo, *needles: str) -> None:
+    msg = str(exc.value)
+    assert "\n" not in msg and all(n in msg for n in needles), msg
+
+
+def test_repeated_merge_line_is_a_clear_error(tmp_path):
+    _, _, lines = _saved_with_special(tmp_path)
+    first = 4 + 1 + 10  # 1-based line of the 11th merge (after header, pattern, count, one special)
+    lines.insert(first + 5, lines[first - 1])  # the same pair again 6 lines later
+    bad = tmp_path / "dup.model"
+    bad.write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(ValueError) as e:  # was a KeyError from deep inside the vocabulary build
+        load_tokenizer(bad)
+    _one_line_error(e, "dup.model", f"line {first + 6}", f"repeats line {first}", "re-train")
+
+
+def test_truncated_model_file_is_refused(tmp_path):
+    tok, model, lines = _saved_with_special(tmp_path)
+    n_merges = len(tok.merges)
+    assert tok.vocab_size == 330 and lines[-1] == ""  # every line, the last too, ends with a line break
+    half = tmp_path / "half.model"  # cut at a line boundary: half of the merge lines are gone
+    half.write_text("\n".join(lines[:4 + n_merges // 2]) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError) as e:  # loaded before, still claiming vocab size 330
+        load_tokenizer(half)
+    _one_line_error(e, "half.model", "truncated", f"special tokens start at id {256 + n_merges}")
+    cut = tmp_path / "cut.model"  # cut inside a line ("123 4" would parse as a wrong merge)
+    data = model.read_bytes()
+    cut.write_bytes(data[:data.rindex(b" ") + 2])
+    with pytest.raises(ValueError) as e:
+        load_tokenizer(cut)
+    _one_line_error(e, "cut.model", "no line break", "truncated")
+    assert load_tokenizer(model).vocab_size == 330  # the intact file still loads
+
+
+def test_special_id_colliding_with_a_merge_in_the_file(tmp_path):
+    _, _, lines = _saved_with_special(tmp_path)
+    lines[3] = "<|endofpoem|> 300"  # hand-edited: 300 is a merge's id
+    bad = tmp_path / "edited.model"
+    bad.write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(ValueError) as e:
+        load_tokenizer(bad)
+    _one_line_error(e, "edited.model", "id 300 is also a merge's id")
+
+
+def test_save_refuses_special_ids_after_a_gap(tmp_path):
+    tok = RegexTokenizer("gpt4")
+    tok.train(TRAIN_TEXT, 300)
+    tok.register_special_tokens({"<|eot|>": 400})  # legal in memory; the file could not tell it from a cut
+    with pytest.raises(ValueError, match="register the special tokens as a list"):
+        tok.save(tmp_path / "gap")
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    tok, model, _ = _saved_with_special(tmp_path)
+    before = model.read_bytes()
+    tok.merges[(97, 97)] = max(tok.merges.values()) + 1  # a different tokenizer to save over the old one
+    tok.vocab = tok._build_vocab()
+    tok.special_tokens = {"<|endofpoem|>": len(tok.vocab)}
+
+    def fail(*args):  # the disk fills up, or the process is killed, mid-write
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.replace", fail)
+    with pytest.raises(OSError):
+        tok.save(tmp_path / "tok")
+    assert model.read_bytes() == before  # the old file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tok.model", "tok.vocab"]  # no temporary left

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -11,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import regex
-from bpe_reference import reference_train
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import data_file
 from jaxgpt.common.tokenizer import PATTERNS, RegexTokenizer, count_chunks, load_tokenizer, train_bpe
+from jaxgpt.common.tokenizer.reference import reference_train
 from jaxgpt.common.tokenizer.trainer import _safe_parts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,7 +164,38 @@ def test_cli_max_bytes_cuts_between_characters(tmp_path):
 
 
 def test_cli_rejects_non_utf8(tmp_path):
+    good = tmp_path / "good.txt"
+    good.write_text("Le vent se lève\n" * 20, encoding="utf-8")
     src = tmp_path / "latin1.txt"
-    src.write_bytes("Le vent se lève\n".encode("latin-1"))
-    r = _cli("--input", str(src), "--vocab-size", "300", "--out", str(tmp_path / "tok"))
-    assert r.returncode != 0 and "not UTF-8" in r.stderr
+    src.write_bytes("Le vent\nse lève\n".encode("latin-1"))
+    r = _cli("--input", str(good), str(src), "--vocab-size", "300", "--out", str(tmp_path / "tok"))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert str(src) in r.stderr and "not UTF-8" in r.stderr and "line 2" in r.stderr and "0xe8" in r.stderr
+    assert not (tmp_path / "tok.model").exists()
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """A folder this process cannot create files in (root ignores permissions: use /proc)."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read_only"
+        folder.mkdir(mode=0o555)
+        return folder
+    if not Path("/proc/self").is_dir():
+        pytest.skip("running as root without /proc: no folder is unwritable")
+    return Path("/proc")
+
+
+@pytest.mark.parametrize("where", ["file_as_parent", "unwritable", "output_is_a_folder"])
+def test_cli_checks_the_output_before_training(tmp_path, where):
+    src = tmp_path / "in.txt"
+    src.write_text("Le vent se lève, il faut tenter de vivre.\n" * 200, encoding="utf-8")
+    (tmp_path / "afile").write_text("not a folder", encoding="utf-8")
+    (tmp_path / "dir.model").mkdir()
+    out = {"file_as_parent": tmp_path / "afile" / "sub" / "tok", "unwritable": _unwritable_folder(tmp_path) / "tok",
+           "output_is_a_folder": tmp_path / "dir"}[where]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    r = _cli("--input", str(src), "--vocab-size", "300", "--out", str(out), "--force")
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("error: --out") and r.stderr.count("\n") == 1 and "choose another --out" in r.stderr
+    assert "training on" not in r.stdout and "bpe merges" not in r.stderr  # refused before any work
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
 import unicodedata
 import warnings
 from collections.abc import Iterable, Mapping
@@ -132,6 +133,18 @@ def replace_control_characters(s: str) -> str:
 def render_token(t: bytes) -> str:
     """Printable form of a token's bytes (invalid UTF-8 shown as U+FFFD) for the .vocab file."""
     return replace_control_characters(t.decode("utf-8", errors="replace"))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path`: an interrupted
+    save leaves the old file (or none), never half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class Tokenizer:
@@ -264,29 +277,37 @@ class Tokenizer:
         if bad := [s for s in self.special_tokens if "\n" in s or "\r" in s]:
             raise ValueError(f"special tokens {bad} contain a line break, which the one-token-per-line "
                              ".model format cannot store; use tokens without line breaks")
+        if self.special_tokens and (first := min(self.special_tokens.values())) != len(self.vocab):
+            raise ValueError(f"special token ids start at {first}, not right after the {len(self.vocab)} learned "
+                             f"tokens, which the .model format needs (a gap is how load detects a truncated "
+                             f"file); register the special tokens as a list to number them from {len(self.vocab)}")
         prefix = Path(file_prefix)
         prefix.parent.mkdir(parents=True, exist_ok=True)
         model_file, vocab_file = prefix.with_name(prefix.name + ".model"), prefix.with_name(prefix.name + ".vocab")
-        with open(model_file, "w", encoding="utf-8", newline="\n") as f:
-            f.write(f"{MODEL_HEADER}\n{self.pattern}\n{len(self.special_tokens)}\n")
-            f.writelines(f"{tok} {idx}\n" for tok, idx in self.special_tokens.items())
-            f.writelines(f"{p0} {p1}\n" for (p0, p1), _ in sorted(self.merges.items(), key=lambda kv: kv[1]))
+        model = [f"{MODEL_HEADER}\n{self.pattern}\n{len(self.special_tokens)}\n",
+                 *(f"{tok} {idx}\n" for tok, idx in self.special_tokens.items()),
+                 *(f"{p0} {p1}\n" for (p0, p1), _ in sorted(self.merges.items(), key=lambda kv: kv[1]))]
         children = {idx: pair for pair, idx in self.merges.items()}
-        with open(vocab_file, "w", encoding="utf-8", newline="\n") as f:
-            for idx, token in self.vocab.items():
-                s = render_token(token)
-                if idx in children:  # show how the token was made: [p0][p1] -> [token] id
-                    p0, p1 = children[idx]
-                    f.write(f"[{render_token(self.vocab[p0])}][{render_token(self.vocab[p1])}] -> [{s}] {idx}\n")
-                else:
-                    f.write(f"[{s}] {idx}\n")
-            for tok, idx in self.special_tokens.items():
-                f.write(f"[{tok}] {idx} (special)\n")
+        vocab = []
+        for idx, token in self.vocab.items():
+            s = render_token(token)
+            if idx in children:  # show how the token was made: [p0][p1] -> [token] id
+                p0, p1 = children[idx]
+                vocab.append(f"[{render_token(self.vocab[p0])}][{render_token(self.vocab[p1])}] -> [{s}] {idx}\n")
+            else:
+                vocab.append(f"[{s}] {idx}\n")
+        vocab.extend(f"[{tok}] {idx} (special)\n" for tok, idx in self.special_tokens.items())
+        _write_atomic(vocab_file, "".join(vocab))
+        _write_atomic(model_file, "".join(model))  # last: a .model on disk is always complete
         return model_file, vocab_file
 
     def load(self, model_file: str | Path) -> None:
         """Read a .model file written by `save` (or by minbpe), restoring pattern and specials."""
-        pattern, special, merges = read_model_file(model_file)
+        self.load_model(model_file, *read_model_file(model_file))
+
+    def load_model(self, model_file: str | Path, pattern: str, special: dict[str, int],
+                   merges: dict[tuple[int, int], int]) -> None:
+        """Install a parsed .model (see `read_model_file`); `model_file` names it in errors."""
         self._check_model(model_file, pattern, special)  # before changing anything
         self.pattern = pattern
         self.merges = merges
@@ -323,7 +344,14 @@ class Tokenizer:
 
 
 def read_model_file(model_file: str | Path) -> tuple[str, dict[str, int], dict[tuple[int, int], int]]:
-    """Parse a minbpe v1 .model file into (pattern, special_tokens, merges), validating it."""
+    """Parse a minbpe v1 .model file into (pattern, special_tokens, merges), validating it.
+
+    Besides the syntax, two checks catch a damaged file that would otherwise load and encode
+    wrongly: every line ends with a line break (as `save` and minbpe write it), so a file cut in
+    the middle of a line is refused; and the special tokens' ids start right after the last
+    merge (`save` refuses anything else), so a file that lost merge lines -- whose special ids
+    would still claim the old vocabulary size -- is refused too. A repeated merge line is refused.
+    """
     path = Path(model_file)
     if path.suffix != ".model":
         raise ValueError(f"{path}: expected a .model file (the .vocab file is for reading only)")
@@ -340,6 +368,10 @@ def read_model_file(model_file: str | Path) -> tuple[str, dict[str, int], dict[t
     if lines[0] != MODEL_HEADER:
         raise ValueError(f"{path}: not a '{MODEL_HEADER}' model file (first line is {lines[0][:40]!r}); "
                          "only minbpe v1 files written by Tokenizer.save can be loaded")
+    fix = "re-train it with scripts/train_tokenizer.py or restore a complete copy"
+    if lines[-1]:  # the text after the last line break
+        raise ValueError(f"{path}: line {len(lines)} ({lines[-1][:40]!r}) has no line break at its end: the file "
+                         f"is truncated; {fix}")
     try:
         pattern = lines[1]
         n_special = int(lines[2])
@@ -349,26 +381,23 @@ def read_model_file(model_file: str | Path) -> tuple[str, dict[str, int], dict[t
             special[tok] = int(idx)
         merges: dict[tuple[int, int], int] = {}
         idx = 256
-        for lineno, line in enumerate(lines[3 + n_special:], start=4 + n_special):
+        for lineno, line in enumerate(lines[3 + n_special:-1], start=4 + n_special):
             if not line.strip():
                 continue
             p0, p1 = (int(x) for x in line.split())
             if not (0 <= p0 < idx and 0 <= p1 < idx):
                 raise ValueError(f"line {lineno}: merge ({p0}, {p1}) refers to an id >= {idx} not yet defined")
+            if (p0, p1) in merges:
+                first = merges[(p0, p1)] - 256 + 4 + n_special
+                raise ValueError(f"line {lineno}: merge ({p0}, {p1}) repeats line {first}; each pair is merged "
+                                 f"once, so the file is corrupt or was edited by hand; {fix}")
             merges[(p0, p1)] = idx
             idx += 1
     except (IndexError, ValueError) as e:
         raise ValueError(f"{path}: malformed minbpe v1 model file ({e})") from None
+    if special and (first := min(special.values())) != idx:
+        what = (f"ids {idx}..{first - 1} are missing: merge lines were lost (the file is truncated)" if first > idx
+                else f"id {first} is also a merge's id (the file is corrupt or was edited by hand)")
+        raise ValueError(f"{path}: the merges end at id {idx - 1} but the special tokens start at id {first}, "
+                         f"where Tokenizer.save puts them right after the merges; {what}; {fix}")
     return pattern, special, merges
-
-
-def load_tokenizer(model_file: str | Path) -> Tokenizer:
-    """Load a .model file as a RegexTokenizer (or a BasicTokenizer when it has no pattern and
-    no special tokens). This is the one-call way to get a saved tokenizer back."""
-    from .basic import BasicTokenizer
-    from .regex import RegexTokenizer
-
-    pattern, special, _ = read_model_file(model_file)
-    tok: Tokenizer = BasicTokenizer() if not pattern and not special else RegexTokenizer(pattern)
-    tok.load(model_file)
-    return tok

@@ -7,6 +7,10 @@ tokens are permuted in both rank files (GPT-2's "!" is 0, cl100k's byte 0 is not
 shuffles bytes before encoding and unshuffles after decoding; here `byte_ids` maps byte -> rank
 and `vocab` holds real bytes, so nothing needs undoing.
 
+The split uses the character classes (letters, numbers, white space) of tiktoken's own regex
+engine on every code point (split.py), so the ids equal tiktoken's for every text, not only on
+the code points whose classes the Python `regex` module and tiktoken agree on.
+
 Rank files come through tiktoken's own loader: offline, point TIKTOKEN_CACHE_DIR at a folder
 holding them (the tests use ../shared/data/tiktoken_cache).
 """
@@ -17,6 +21,7 @@ import itertools
 from functools import lru_cache
 
 from .regex import RegexTokenizer
+from .split import classes_of_tiktoken
 
 
 def bpe(mergeable_ranks: dict[bytes, int], token: bytes, max_rank: int | None = None) -> list[bytes]:
@@ -81,6 +86,9 @@ def from_tiktoken(encoding) -> RegexTokenizer:
     (a name such as "gpt2" / "cl100k_base", or a `tiktoken.Encoding`). Encodes to tiktoken's ids."""
     pattern, merges, byte_ids, specials = _load(encoding) if isinstance(encoding, str) else _from_encoding(encoding)
     tok = RegexTokenizer(pattern)
+    # the character classes of the tiktoken installed, probed once per process (split.py): equal to
+    # the pinned tables unless tiktoken was upgraded, and then still exactly tiktoken's ids
+    tok.unicode_classes = classes_of_tiktoken()
     tok.merges = dict(merges)
     tok.byte_ids = list(byte_ids)
     tok.vocab = tok._build_vocab()

@@ -25,14 +25,10 @@ from typing import Literal
 import regex
 
 from .base import Tokenizer, apply_merges, check_text, check_training_args, to_utf8
+from .split import GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN, PATTERNS, TIKTOKEN_CLASSES, splitter
 from .trainer import count_chunks
 
-# The split patterns exactly as tiktoken 0.14 has them (r50k_base/gpt2 and cl100k_base), so a
-# tokenizer trained with them and exported via `to_tiktoken` splits text the same way.
-GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-GPT4_SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
-                      r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
-PATTERNS = {"gpt2": GPT2_SPLIT_PATTERN, "gpt4": GPT4_SPLIT_PATTERN, "none": ""}
+__all__ = ["GPT2_SPLIT_PATTERN", "GPT4_SPLIT_PATTERN", "PATTERNS", "RegexTokenizer"]
 
 AllowedSpecial = Literal["all", "none", "none_raise"] | Collection[str]
 
@@ -44,13 +40,13 @@ class RegexTokenizer(Tokenizer):
         super().__init__()
         self.pattern = GPT4_SPLIT_PATTERN if pattern is None else PATTERNS.get(pattern, pattern)
         self.cache_size = cache_size  # max distinct chunks remembered by encode (then the cache resets)
+        # \p{L}, \p{N} and \s as tiktoken's engine sees them, on every code point (split.py); the
+        # pretrained tokenizers take those of the installed tiktoken
+        self.unicode_classes = TIKTOKEN_CLASSES
         self._on_load()
 
     def _on_load(self) -> None:
-        try:
-            self._compiled = regex.compile(self.pattern) if self.pattern else None
-        except regex.error as e:
-            raise ValueError(f"invalid split pattern {self.pattern!r}: {e}") from None
+        self._splitter = splitter(self.pattern, self.unicode_classes)  # ValueError for a bad pattern
         self._cache: dict[str, list[int]] = {}
         self._token_ids = {token: idx for idx, token in self.vocab.items()}  # bytes -> id
         self._identity_bytes = self.byte_ids == list(range(256))
@@ -58,19 +54,19 @@ class RegexTokenizer(Tokenizer):
 
     def __getstate__(self) -> dict:  # picklable for worker processes: drop compiled regex + cache
         state = dict(self.__dict__)
-        state.pop("_compiled", None)
+        state.pop("_splitter", None)
         state.pop("_cache", None)
         state.pop("_token_ids", None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("unicode_classes", TIKTOKEN_CLASSES)  # pickled before the attribute existed
         self._on_load()
 
     def _split(self, text: str) -> list[str]:
-        if self._compiled is None:
-            return [text] if text else []
-        return self._compiled.findall(text)
+        """The chunks of `text`, split as tiktoken splits it."""
+        return self._splitter.split(text)
 
     # ----------------------------------------------------------------- training
     def train(self, text: str | Iterable[str], vocab_size: int, verbose: bool = False,
@@ -91,7 +87,7 @@ class RegexTokenizer(Tokenizer):
         # (see trainer._safe_parts), which lets worker processes share one large text
         safe_split = self.pattern in (GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN)
         chunks = count_chunks(texts, self.pattern, num_workers=num_workers, safe_split=safe_split,
-                              progress=verbose)
+                              progress=verbose, classes=self.unicode_classes)
         self._learn(chunks, vocab_size, verbose)
         specials, self.special_tokens = list(self.special_tokens), {}
         self.register_special_tokens(specials)  # renumbered right after the learned tokens
@@ -140,14 +136,30 @@ class RegexTokenizer(Tokenizer):
             return self._encode_ordinary(to_utf8(text).decode("utf-8"))
 
     def _encode_ordinary(self, text: str) -> list[int]:
-        # A plain loop with one dict lookup per chunk: measured faster than gathering with
-        # set differences / itertools.chain, whose extra hashing costs more than it saves.
-        cache, out = self._cache, []
-        for chunk in self._split(text):
+        split = self._splitter
+        chunks = split.fast(text)
+        if split.covers(text, chunks) and (out := self._encode_chunks(chunks, exact=False)) is not None:
+            return out
+        # a chunk holds a code point the regex module classes unlike tiktoken, or a custom pattern
+        # skipped characters (which may be such code points): split again, exactly
+        return self._encode_chunks(split.exact(text), exact=True)
+
+    def _encode_chunks(self, chunks: list[str], exact: bool) -> list[int] | None:
+        """ids of `chunks`; for a fast split (not `exact`), None as soon as a chunk not seen before
+        is suspect (split.py). The cache holds no suspect chunk, so cached chunks need no check:
+        the check costs nothing on warm text. (A suspect chunk of an exact split is not cached:
+        a fast split of another text may produce the same string wrongly.)
+        A plain loop with one dict lookup per chunk: measured faster than gathering with set
+        differences / itertools.chain, whose extra hashing costs more than it saves."""
+        cache, out, suspect = self._cache, [], self._splitter.suspect
+        for chunk in chunks:
             ids = cache.get(chunk)
             if ids is None:
+                is_suspect = suspect(chunk)
+                if is_suspect and not exact:
+                    return None
                 ids = self._encode_chunk(chunk.encode("utf-8"))
-                if len(chunk) <= 64:  # remember words, not one-off long runs (e.g. pattern "none")
+                if len(chunk) <= 64 and not is_suspect:  # remember words, not one-off long runs
                     if len(cache) >= self.cache_size:
                         cache.clear()  # bound memory; the next texts refill it with their words
                     cache[chunk] = ids

@@ -1,6 +1,6 @@
 """Fast BPE training: unique chunks counted once, incremental pair counts, a lazy max-heap.
 
-The textbook trainer (minbpe, kept in tests/bpe_reference.py as the oracle) recounts every
+The textbook trainer (minbpe; reference.py keeps it as the oracle) recounts every
 pair of every chunk after each merge: O(corpus x merges). This one does the same merges with
 work proportional to the number of pair occurrences a merge actually touches:
 
@@ -34,27 +34,36 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing import get_context
 
-import regex
 from tqdm import tqdm
+
+from .split import TIKTOKEN_CLASSES, UnicodeClasses, splitter
 
 # Splitting a text right after a "\n" that has non-whitespace on both sides gives exactly the
 # chunks of the whole text for the GPT-2 and GPT-4 patterns: no chunk of theirs can cross such
 # a newline, and the lookahead "\s+(?!\S)" / "\s++$" sees the same thing on both sides.
+# (`re`'s \s is str.isspace, a superset of tiktoken's \s: its \S is never whitespace to tiktoken.)
 _SAFE_NEWLINE = re.compile(r"\S\n(?=\S)")
 
 
-def _count_texts(pattern: str, texts: list[str]) -> Counter:
-    """Counter {chunk str: frequency} over `texts`, each split on its own by `pattern`.
+def _count_texts(pattern: str, classes: UnicodeClasses, texts: list[str]) -> Counter:
+    """Counter {chunk str: frequency} over `texts`, each split on its own by `pattern` with the
+    character classes `classes` (tiktoken's: see split.py).
 
     Pattern "" means no split: each non-empty text is one chunk.
-    Example: _count_texts(r" ?\\w+", ["le vent le", "vent"]) -> {"le": 1, " vent": 1, " le": 1, "vent": 1}
+    Example: _count_texts(r" ?\\w+", TIKTOKEN_CLASSES, ["le vent le", "vent"])
+             -> {"le": 1, " vent": 1, " le": 1, "vent": 1}
     """
-    if not pattern:
-        return Counter(t for t in texts if t)
-    findall = regex.compile(pattern).findall
+    split = splitter(pattern, classes)
     total: Counter = Counter()
     for t in texts:
-        total.update(findall(t))
+        total.update(split.fast(t))
+    # the fast split is exact unless a chunk holds a code point `regex` classes unlike `classes`,
+    # or the pattern skipped characters: checked once per distinct chunk, then redone exactly
+    covered = split.covering or sum(len(c) * n for c, n in total.items()) == sum(map(len, texts))
+    if not covered or any(map(split.suspect, total)):
+        total = Counter()
+        for t in texts:
+            total.update(split.split(t))
     return total
 
 
@@ -86,13 +95,15 @@ def _batches(texts: list[str], max_chars: int) -> list[list[str]]:
 
 
 def count_chunks(texts: str | Iterable[str], pattern: str, num_workers: int = 1,
-                 safe_split: bool = False, progress: bool = False) -> Counter:
+                 safe_split: bool = False, progress: bool = False,
+                 classes: UnicodeClasses = TIKTOKEN_CLASSES) -> Counter:
     """Counter {chunk bytes: frequency} over one text or an iterable of texts (e.g. poems).
 
     Each text is split independently. With `safe_split` -- only valid for the GPT-2/GPT-4
     patterns -- large texts are also cut at safe newlines (identical chunks, see `_safe_parts`),
     so the progress bar moves and `num_workers` > 1 processes can share one big file; the
-    result is identical to the serial one.
+    result is identical to the serial one. `classes`: the character classes of the split
+    (tiktoken's by default, as RegexTokenizer encodes).
     Example: count_chunks("le vent, le vent", GPT4_SPLIT_PATTERN)
              -> {b" vent": 2, b"le": 1, b",": 1, b" le": 1}
     """
@@ -103,7 +114,7 @@ def count_chunks(texts: str | Iterable[str], pattern: str, num_workers: int = 1,
     total: Counter = Counter()
     with tqdm(total=sum(map(len, texts)), desc="count chunks", unit="char", unit_scale=True,
               disable=not progress) as bar:
-        for batch, counter in zip(batches, _map(_count_batch, [(pattern, b) for b in batches], num_workers),
+        for batch, counter in zip(batches, _map(_count_batch, [(pattern, classes, b) for b in batches], num_workers),
                                   strict=True):
             total.update(counter)
             bar.update(sum(map(len, batch)))
@@ -111,7 +122,7 @@ def count_chunks(texts: str | Iterable[str], pattern: str, num_workers: int = 1,
     return Counter({chunk.encode("utf-8"): n for chunk, n in total.items()})
 
 
-def _count_batch(args: tuple[str, list[str]]) -> Counter:
+def _count_batch(args: tuple[str, UnicodeClasses, list[str]]) -> Counter:
     """Worker entry point (Pool.imap passes one argument)."""
     return _count_texts(*args)
 
