@@ -73,7 +73,11 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, dropout: nnx.Drop
     """
     T, hs = q.shape[1], q.shape[3]
     q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # (B, nh, T, hs)
-    att = jnp.matmul(q, k.swapaxes(-1, -2), preferred_element_type=jnp.float32) * (1.0 / math.sqrt(hs))
+    # bf16 inputs: bf16 products with fp32 accumulation in the backward pass too, where the fp32 score
+    # gradient would otherwise make two of the four matmuls fp32 (jax.nn.dot_product_attention does this).
+    precision = jax.lax.DotAlgorithmPreset.BF16_BF16_F32 if q.dtype == jnp.bfloat16 else None
+    att = jnp.matmul(q, k.swapaxes(-1, -2), precision=precision, preferred_element_type=jnp.float32)
+    att = att * (1.0 / math.sqrt(hs))
     att = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), att, -jnp.inf)  # (B, nh, T, T): key s <= query t
     att = jax.nn.softmax(att, axis=-1)
     if dropout is not None:
@@ -333,19 +337,20 @@ def cross_entropy(logits: jax.Array, targets: jax.Array, vocab_size: int | None 
     """Mean token cross-entropy in fp32; targets < 0 are ignored (torch's ignore_index=-1).
 
     logits: (..., V) in any float dtype, V >= vocab_size; columns from vocab_size on (the padded rows
-    of the head) are masked to -inf, so they take no probability and get an exactly zero gradient.
-    The convert, the mask and the target pick are elementwise, so XLA fuses them into the two
-    reductions: no (B, T, V) fp32 or sliced copy of the logits is materialised. The target logit is
-    picked with a compare against the column index rather than a gather, whose gradient is a
-    scatter (slow on CPU, BENCHMARKS "GPT step profile").
+    of the head) are masked to -inf for the normaliser, so they take no probability and get an
+    exactly zero gradient. The convert and the mask fuse into the logsumexp's reductions, and the
+    target logit is gathered (its gradient scatters B*T values): XLA keeps no (B, T, V) copy of the
+    logits beyond the logits themselves (tests/test_loss_memory.py; a one-hot compare instead of the
+    gather made XLA:CPU materialise a (B, T, V) select, BENCHMARKS "GPT step profile").
     """
-    cols = jnp.arange(logits.shape[-1])
     logits = logits.astype(jnp.float32)
+    masked = logits
     if vocab_size is not None and vocab_size < logits.shape[-1]:
-        logits = jnp.where(cols < vocab_size, logits, -jnp.inf)
+        masked = jnp.where(jnp.arange(logits.shape[-1]) < vocab_size, logits, -jnp.inf)
     valid = targets >= 0
-    lse = jax.nn.logsumexp(logits, axis=-1)  # (...)
-    picked = jnp.sum(jnp.where(cols == targets[..., None], logits, 0.0), axis=-1)  # logits[..., target]; 0 if ignored
+    lse = jax.nn.logsumexp(masked, axis=-1)  # (...)
+    # Targets are < vocab_size, so the pick never reads a padded column; ignored rows pick column 0.
+    picked = jnp.take_along_axis(logits, jnp.where(valid, targets, 0)[..., None], axis=-1)[..., 0]
     return jnp.sum((lse - picked) * valid) / jnp.maximum(jnp.sum(valid), 1)
 
 

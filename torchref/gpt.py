@@ -245,13 +245,16 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int |
     """Mean token cross-entropy in fp32; targets < 0 are ignored (the JAX twin's rule).
 
     logits: (..., V), V >= vocab_size. The columns from vocab_size on (the head's padded rows) are set
-    to -inf IN PLACE when logits is fp32 (a copy is made otherwise): they take no probability and get
-    an exactly zero gradient, and only those columns are written, so no (B, T, V) copy is made.
+    to -inf IN PLACE when logits is fp32 (a copy is made otherwise): they take no probability, so no
+    (B, T, V) copy of the logits is needed to leave them out.
     """
     V = logits.size(-1)
     logits = logits.float()  # no-op for fp32 logits
     if vocab_size is not None and vocab_size < V:
-        logits[..., vocab_size:] = float("-inf")
+        # Written outside autograd: with probability 0 the padded columns' gradient is exactly 0 either
+        # way, and a recorded write would make autograd copy the whole (B, T, V) gradient to zero them.
+        with torch.no_grad():
+            logits[..., vocab_size:] = float("-inf")
     targets = targets.reshape(-1).long().masked_fill(targets.reshape(-1) < 0, -1)
     return F.cross_entropy(logits.reshape(-1, V), targets, ignore_index=-1)
 
