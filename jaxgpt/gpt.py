@@ -338,10 +338,8 @@ def cross_entropy(logits: jax.Array, targets: jax.Array, vocab_size: int | None 
 
     logits: (..., V) in any float dtype, V >= vocab_size; columns from vocab_size on (the padded rows
     of the head) are masked to -inf for the normaliser, so they take no probability and get an
-    exactly zero gradient. The convert and the mask fuse into the logsumexp's reductions, and the
-    target logit is gathered (its gradient scatters B*T values): XLA keeps no (B, T, V) copy of the
-    logits beyond the logits themselves (tests/test_loss_memory.py; a one-hot compare instead of the
-    gather made XLA:CPU materialise a (B, T, V) select, BENCHMARKS "GPT step profile").
+    exactly zero gradient. The convert and the mask fuse into the logsumexp's reductions: XLA keeps no
+    (B, T, V) copy of the logits beyond the logits themselves (tests/test_loss_memory.py).
     """
     logits = logits.astype(jnp.float32)
     masked = logits
@@ -349,9 +347,20 @@ def cross_entropy(logits: jax.Array, targets: jax.Array, vocab_size: int | None 
         masked = jnp.where(jnp.arange(logits.shape[-1]) < vocab_size, logits, -jnp.inf)
     valid = targets >= 0
     lse = jax.nn.logsumexp(masked, axis=-1)  # (...)
-    # Targets are < vocab_size, so the pick never reads a padded column; ignored rows pick column 0.
-    picked = jnp.take_along_axis(logits, jnp.where(valid, targets, 0)[..., None], axis=-1)[..., 0]
-    return jnp.sum((lse - picked) * valid) / jnp.maximum(jnp.sum(valid), 1)
+    return jnp.sum((lse - _target_logit(logits, jnp.where(valid, targets, 0))) * valid) / jnp.maximum(jnp.sum(valid), 1)
+
+
+def _target_logit(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """logits[..., target] (targets are < vocab_size: a padded column is never read). Two exact forms:
+
+    on CPU a gather, whose gradient scatters B*T values: XLA:CPU does not fuse a one-hot select into
+    its reduction and would write a (B, T, V) array for it (BENCHMARKS, "GPT step profile"); on GPUs
+    a one-hot compare-and-sum, which XLA fuses into the reduction and, in the backward pass, into
+    the softmax gradient, where the gather's scatter would need a (B, T, V) buffer of its own.
+    """
+    if jax.default_backend() == "cpu":
+        return jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return jnp.sum(jnp.where(jnp.arange(logits.shape[-1]) == targets[..., None], logits, 0.0), axis=-1)
 
 
 def _torch_name(path: tuple) -> tuple[str, bool]:

@@ -89,3 +89,24 @@ def test_torch_loss_and_backward_make_no_vocab_sized_copy():
     assert not copies, f"ops that compute a (.., vocab_size) array: {copies}"
     # The pad rows of the tied embedding get an exactly zero gradient (nothing flows through -inf).
     assert not m.transformer.wte.weight.grad[CFG.vocab_size:].any()
+
+
+def test_both_target_pick_forms_give_the_same_loss_and_gradient(monkeypatch):
+    """cross_entropy picks the target logit by a gather on CPU and by a one-hot sum elsewhere (GPUs);
+    both are exact, so loss and gradient are bit-identical, padded columns and ignored rows included."""
+    from jaxgpt.gpt import cross_entropy
+
+    rng = np.random.default_rng(1)
+    logits = jnp.asarray(rng.normal(0, 3, (B, T, CFG.padded_vocab_size)), jnp.float32)
+    _, tgt = _batch()
+
+    def loss_and_grad():
+        return jax.value_and_grad(lambda lg: cross_entropy(lg, jnp.asarray(tgt), CFG.vocab_size))(logits)
+
+    cpu = loss_and_grad()
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    gpu = loss_and_grad()
+    assert float(cpu[0]) == float(gpu[0])
+    assert np.array_equal(np.asarray(cpu[1]), np.asarray(gpu[1]))
+    assert not np.asarray(cpu[1])[..., CFG.vocab_size:].any()  # the pad columns get no gradient
+    assert not np.asarray(cpu[1])[0, :3].any()  # nor do the ignored positions
