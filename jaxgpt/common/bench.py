@@ -10,8 +10,10 @@ micro-batches, clip, AdamW) on the same random tokens with the same settings. Pe
    first time they do, the process grows); then the peak-memory counter is reset (torch; JAX has no
    reset, jax-ml/jax#8096, so its peak covers the warm-up steps too, which are the same step);
 2. `repeats` times, in turn with the other frameworks (so a change of machine load hits all of
-   them alike): `steps` steps dispatched back to back, synchronised once at the end. The step time
-   of a repeat is its wall time / steps; `step_ms_min` and `step_ms_median` are over the repeats.
+   them alike): one untimed step (the frameworks share the process's heap, and the other one's
+   block may have taken the memory this one had freed: a training process runs one framework), then
+   `steps` steps dispatched back to back, synchronised once at the end. The step time of a repeat is
+   its wall time / steps; `step_ms_min` and `step_ms_median` are over the repeats.
    `compile_s` = first_step_s - the median step time (the compile's share of the first step).
 
 MFU (jaxgpt/common/metrics.py) is given under our convention (nanoGPT/PaLM: 6N + 12LHQT over the
@@ -222,6 +224,7 @@ def run(settings: BenchSettings, out: TextIO = sys.stdout) -> list[dict[str, Any
     faults: dict[str, list[float]] = {fw: [] for fw in s.frameworks}
     for _ in range(s.repeats):
         for fw, r in runners.items():
+            r.sync(r.step())
             dt, pf = time_steps(r, s.steps)
             times[fw].append(dt)
             faults[fw].append(pf)
