@@ -222,7 +222,7 @@ def test_train_cli_errors(tmp_path, capsys):
         train_gpt.main(run_args(tmp_path / "empty.txt", tmp_path / "o", "jax"))
     with pytest.raises(SystemExit, match="error: --resume: .* not found"):
         train_gpt.main(run_args(tmp_path / "empty.txt", tmp_path / "o2", "jax", "--resume"))
-    with pytest.raises(SystemExit, match="unknown option '--n_layers=2'"):
+    with pytest.raises(SystemExit, match=r"unknown option --n_layers \(did you mean --n_layer\?\)"):
         train_gpt.main(run_args(tmp_path / "empty.txt", tmp_path / "o3", "jax", "--n_layers=2"))
 
 
