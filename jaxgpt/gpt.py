@@ -8,8 +8,15 @@ Parameter names follow the GPT-2 checkpoint (`transformer.wte`, `transformer.h.{
 `jaxgpt/common/weights.py` needs only one table. Flax stores a Linear's kernel as (in, out), the
 transpose of torch's (out, in) weight: `state_numpy()` / `load_numpy()` do that transpose.
 
-Numerics are pinned: LayerNorm eps from the config (1e-5), tanh GELU, attention softmax and the
-loss in fp32 whatever the compute dtype, LayerNorm computed in fp32 (as torch autocast does).
+Numerics are pinned: LayerNorm eps from the config (1e-5), tanh GELU. Precision follows torch
+autocast: under `dtype=bfloat16` only the matmul inputs are cast to bf16 (Linear layers, the tied
+head, attention's two products); the embeddings, the residual stream, LayerNorm, the attention
+softmax and the loss stay fp32, and parameters are fp32 always (tests/test_precision.py).
+
+Speed on CPU (docs/BENCHMARKS.md, "GPT step profile"): every Linear multiplies (B*T, in) rows, as
+torch's F.linear does, so XLA's backward gets plain 2-D weight-gradient matmuls; on the CPU backend
+attention is spelled out heads-first (the formulation XLA:CPU runs fastest); the loss reads the
+padded logits in place (pad columns masked) instead of slicing and copying them.
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from jaxgpt.common.config import GPTConfig, check_sampling_args
@@ -34,24 +40,72 @@ def _normal(std: float) -> nnx.Initializer:
     return nnx.initializers.normal(stddev=std)
 
 
+def _rows_dot_general(x: jax.Array, kernel: jax.Array, dimension_numbers: Any, precision: Any = None,
+                      preferred_element_type: Any = None, **kw: Any) -> jax.Array:
+    """nnx.Linear's product as one 2-D matmul over all leading dims: (B, T, in) -> (B*T, in) @ (in, out).
+
+    torch's F.linear does the same. Without the reshape, the weight gradient contracts over two
+    dims (batch and time); XLA:CPU then copies a transposed activation and falls back from its
+    fast matmul library to a slower generic kernel (BENCHMARKS, "GPT step profile"). The reshapes
+    are free (bitcasts) on every backend.
+    """
+    assert dimension_numbers == (((x.ndim - 1,), (0,)), ((), ())), dimension_numbers  # nnx.Linear's layout
+    rows = jax.lax.dot_general(x.reshape(-1, x.shape[-1]), kernel, (((1,), (0,)), ((), ())), precision=precision,
+                               preferred_element_type=preferred_element_type, **kw)
+    return rows.reshape(*x.shape[:-1], kernel.shape[-1])
+
+
+def _linear(n_in: int, n_out: int, *, bias: bool, std: float, dtype: Any, rngs: nnx.Rngs) -> nnx.Linear:
+    # `dtype` is the compute dtype: input and kernel are cast to it for the matmul (fp32 accumulation),
+    # the parameters themselves stay fp32 (param_dtype).
+    return nnx.Linear(n_in, n_out, use_bias=bias, kernel_init=_normal(std), dtype=dtype,
+                      dot_general=_rows_dot_general, rngs=rngs)
+
+
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, dropout: nnx.Dropout | None = None) -> jax.Array:
+    """softmax(q k^T / sqrt(hs), causal) v written out, with dropout on the probabilities.
+
+    q, k, v: (B, T, nh, hs) -> (B, T, nh, hs). The scores and the softmax are fp32 whatever the input
+    dtype. Heads go first for the two products, as torch lays them out, so each is a plain batched
+    matmul: on the CPU backend this runs faster than jax.nn.dot_product_attention's einsums, forward
+    and backward (BENCHMARKS, "GPT step profile"). It is also the training path with dropout, which
+    the fused kernels do not have.
+    """
+    T, hs = q.shape[1], q.shape[3]
+    q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # (B, nh, T, hs)
+    # bf16 inputs: bf16 products with fp32 accumulation in the backward pass too, where the fp32 score
+    # gradient would otherwise make two of the four matmuls fp32 (jax.nn.dot_product_attention does this).
+    precision = jax.lax.DotAlgorithmPreset.BF16_BF16_F32 if q.dtype == jnp.bfloat16 else None
+    att = jnp.matmul(q, k.swapaxes(-1, -2), precision=precision, preferred_element_type=jnp.float32)
+    att = att * (1.0 / math.sqrt(hs))
+    att = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), att, -jnp.inf)  # (B, nh, T, T): key s <= query t
+    att = jax.nn.softmax(att, axis=-1)
+    if dropout is not None:
+        att = dropout(att)
+    y = jnp.matmul(att.astype(v.dtype), v)  # (B, nh, T, hs)
+    return y.transpose(0, 2, 1, 3)
+
+
 class CausalSelfAttention(nnx.Module):
     def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32, attn_impl: str | None = None):
         C = config.n_embd
         # Residual projections get std 0.02/sqrt(2*n_layer): each block adds two of them to the
         # residual stream, so this keeps its variance from growing with depth (GPT-2 paper, sec 2.3).
         proj_std = 0.02 / math.sqrt(2 * config.n_layer)
-        self.c_attn = nnx.Linear(C, 3 * C, use_bias=config.bias, kernel_init=_normal(0.02), dtype=dtype, rngs=rngs)
-        self.c_proj = nnx.Linear(C, C, use_bias=config.bias, kernel_init=_normal(proj_std), dtype=dtype, rngs=rngs)
+        self.c_attn = _linear(C, 3 * C, bias=config.bias, std=0.02, dtype=dtype, rngs=rngs)
+        self.c_proj = _linear(C, C, bias=config.bias, std=proj_std, dtype=dtype, rngs=rngs)
         self.attn_dropout = nnx.Dropout(config.dropout, rngs=rngs)
         self.resid_dropout = nnx.Dropout(config.dropout, rngs=rngs)
         self.n_head = config.n_head
-        self.attn_impl = attn_impl  # None/"xla" anywhere; "cudnn" for the fused GPU kernel (bf16/fp16)
+        # None: the backend's best (causal_attention on CPU, jax.nn.dot_product_attention elsewhere);
+        # "xla" / "cudnn": jax.nn.dot_product_attention with that implementation (cuDNN: GPU, bf16/fp16).
+        self.attn_impl = attn_impl
 
     def __call__(self, x: jax.Array, cache: tuple[jax.Array, jax.Array] | None = None, pos: Any = 0):
         B, T, C = x.shape
         nh, hs = self.n_head, C // self.n_head
         q, k, v = jnp.split(self.c_attn(x), 3, axis=-1)  # each (B, T, C)
-        # jax.nn.dot_product_attention takes (B, T, nh, hs): no transpose needed, unlike torch.
+        # (B, T, nh, hs): jax.nn.dot_product_attention's layout (causal_attention moves heads first itself)
         q, k, v = (t.reshape(B, T, nh, hs) for t in (q, k, v))
         if cache is not None:
             # Write this chunk's keys/values at positions pos..pos+T-1 of the fixed-size cache,
@@ -64,11 +118,9 @@ class CausalSelfAttention(nnx.Module):
             y = jax.nn.dot_product_attention(q, k_cache, v_cache, mask=mask[None, None])
             cache = (k_cache, v_cache)
         elif self.attn_dropout.rate > 0 and not self.attn_dropout.deterministic:
-            # The fused kernel has no dropout on the probabilities: spell attention out in that case.
-            att = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) / math.sqrt(hs)
-            att = jnp.where(jnp.tril(jnp.ones((T, T), dtype=bool)), att, -jnp.inf)
-            att = self.attn_dropout(jax.nn.softmax(att, axis=-1))  # (B, nh, T, T), fp32
-            y = jnp.einsum("bhqk,bkhd->bqhd", att.astype(v.dtype), v)
+            y = causal_attention(q, k, v, self.attn_dropout)  # the fused kernels have no dropout
+        elif self.attn_impl is None and jax.default_backend() == "cpu":
+            y = causal_attention(q, k, v)
         else:
             y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.attn_impl)
         y = y.reshape(B, T, C)  # re-assemble the heads side by side
@@ -79,8 +131,8 @@ class MLP(nnx.Module):
     def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32):
         C = config.n_embd
         proj_std = 0.02 / math.sqrt(2 * config.n_layer)
-        self.c_fc = nnx.Linear(C, 4 * C, use_bias=config.bias, kernel_init=_normal(0.02), dtype=dtype, rngs=rngs)
-        self.c_proj = nnx.Linear(4 * C, C, use_bias=config.bias, kernel_init=_normal(proj_std), dtype=dtype, rngs=rngs)
+        self.c_fc = _linear(C, 4 * C, bias=config.bias, std=0.02, dtype=dtype, rngs=rngs)
+        self.c_proj = _linear(4 * C, C, bias=config.bias, std=proj_std, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
         self.activation = config.activation
 
@@ -105,7 +157,7 @@ class Block(nnx.Module):
 
     def __call__(self, x: jax.Array, cache: tuple[jax.Array, jax.Array] | None = None, pos: Any = 0):
         a, cache = self.attn(self.ln_1(x), cache, pos)  # pre-LayerNorm: normalise the branch input,
-        x = x + a  # keep the residual stream itself un-normalised
+        x = x + a  # keep the residual stream itself un-normalised; fp32 + bf16 branch -> fp32
         x = x + self.mlp(self.ln_2(x))
         return x, cache
 
@@ -113,25 +165,28 @@ class Block(nnx.Module):
 class GPT(nnx.Module):
     """GPT-2-style decoder. `model(idx, targets)` -> (logits (B, T, vocab_size) fp32, loss or None).
 
-    `dtype` is the compute dtype (bf16 for training on GPUs); parameters stay fp32 (`param_dtype`).
+    `dtype` is the compute dtype of the matmuls (bf16 for training on GPUs); parameters, embeddings,
+    the residual stream, LayerNorm, softmax and the loss stay fp32 (the module docstring).
     """
 
     def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs, dtype: Any = jnp.float32, attn_impl: str | None = None):
         self.config = config
         V, C = config.n_vocab_rows, config.n_embd
         self.transformer = nnx.Dict(
-            wte=nnx.Embed(V, C, embedding_init=_normal(0.02), dtype=dtype, rngs=rngs),
-            wpe=nnx.Embed(config.block_size, C, embedding_init=_normal(0.02), dtype=dtype, rngs=rngs),
+            # fp32 lookups whatever `dtype`: they start the residual stream, which stays fp32.
+            wte=nnx.Embed(V, C, embedding_init=_normal(0.02), dtype=jnp.float32, rngs=rngs),
+            wpe=nnx.Embed(config.block_size, C, embedding_init=_normal(0.02), dtype=jnp.float32, rngs=rngs),
             drop=nnx.Dropout(config.dropout, rngs=rngs),
             h=nnx.List([Block(config, rngs=rngs, dtype=dtype, attn_impl=attn_impl) for _ in range(config.n_layer)]),
             ln_f=_layer_norm(config, rngs),
         )
         if not config.tie_embeddings:
-            self.lm_head = nnx.Linear(C, V, use_bias=config.lm_head_bias, kernel_init=_normal(0.02), dtype=dtype, rngs=rngs)
+            self.lm_head = _linear(C, V, bias=config.lm_head_bias, std=0.02, dtype=dtype, rngs=rngs)
         self.dtype = dtype
 
     # ---- forward -------------------------------------------------------------------------------
     def _trunk(self, idx: jax.Array, cache: KVCache | None, pos: Any) -> tuple[jax.Array, KVCache | None]:
+        """Logits over all n_vocab_rows (padded rows included) in the compute dtype, and the new cache."""
         B, T = idx.shape
         cfg = self.config
         if T > cfg.block_size:
@@ -148,23 +203,31 @@ class GPT(nnx.Module):
             x, layer_cache = block(x, None if cache is None else cache[i], pos)
             if cache is not None:
                 new_cache.append(layer_cache)
-        x = t.ln_f(x)
+        x = t.ln_f(x)  # (B, T, C) fp32
         if self.config.tie_embeddings:
-            logits = t.wte.attend(x.astype(self.dtype))  # x @ wte.T: the head shares the embedding matrix
+            # x @ wte.T, the head sharing the embedding matrix; its matmul in the compute dtype.
+            w = t.wte.embedding[...].astype(self.dtype)  # (V, C)
+            logits = jax.lax.dot_general(x.reshape(B * T, -1).astype(self.dtype), w, (((1,), (1,)), ((), ())))
+            logits = logits.reshape(B, T, -1)  # (B, T, n_vocab_rows)
         else:
             logits = self.lm_head(x)
-        # Cut the padded rows: a padded id can never be predicted, scored or sampled.
-        logits = logits[..., : cfg.vocab_size].astype(jnp.float32)  # (B, T, vocab_size), fp32 for the softmax
         return logits, new_cache
+
+    def _visible(self, logits: jax.Array) -> jax.Array:
+        # Cut the padded rows: a padded id can never be predicted, scored or sampled.
+        return logits[..., : self.config.vocab_size].astype(jnp.float32)  # (B, T, vocab_size) fp32
 
     def __call__(self, idx: jax.Array, targets: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
         logits, _ = self._trunk(idx, None, 0)
-        loss = None if targets is None else cross_entropy(logits, targets)
-        return logits, loss
+        # The loss reads the padded logits as they are (pad columns masked); the sliced fp32 copy is only
+        # made for callers that use the logits (under jit, XLA drops it when only the loss is used).
+        loss = None if targets is None else cross_entropy(logits, targets, self.config.vocab_size)
+        return self._visible(logits), loss
 
     def forward_cached(self, idx: jax.Array, cache: KVCache, pos: Any) -> tuple[jax.Array, KVCache]:
         """Logits for `idx` placed at positions pos..pos+T-1, reading and extending the KV cache."""
-        return self._trunk(idx, cache, pos)
+        logits, cache = self._trunk(idx, cache, pos)
+        return self._visible(logits), cache
 
     def init_cache(self, batch_size: int) -> KVCache:
         cfg = self.config
@@ -256,11 +319,34 @@ class GPT(nnx.Module):
 
 # ---- pure helpers shared by training, evaluation and generation ------------------------------------
 
-def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Mean token cross-entropy in fp32; targets < 0 are ignored (torch's ignore_index=-1)."""
+def cross_entropy(logits: jax.Array, targets: jax.Array, vocab_size: int | None = None) -> jax.Array:
+    """Mean token cross-entropy in fp32; targets < 0 are ignored (torch's ignore_index=-1).
+
+    logits: (..., V) in any float dtype, V >= vocab_size; columns from vocab_size on (the padded rows
+    of the head) are masked to -inf for the normaliser, so they take no probability and get an
+    exactly zero gradient. The convert and the mask fuse into the logsumexp's reductions: XLA keeps no
+    (B, T, V) copy of the logits beyond the logits themselves (tests/test_loss_memory.py).
+    """
+    logits = logits.astype(jnp.float32)
+    masked = logits
+    if vocab_size is not None and vocab_size < logits.shape[-1]:
+        masked = jnp.where(jnp.arange(logits.shape[-1]) < vocab_size, logits, -jnp.inf)
     valid = targets >= 0
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), jnp.where(valid, targets, 0))
-    return jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1)
+    lse = jax.nn.logsumexp(masked, axis=-1)  # (...)
+    return jnp.sum((lse - _target_logit(logits, jnp.where(valid, targets, 0))) * valid) / jnp.maximum(jnp.sum(valid), 1)
+
+
+def _target_logit(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """logits[..., target] (targets are < vocab_size: a padded column is never read). Two exact forms:
+
+    on CPU a gather, whose gradient scatters B*T values: XLA:CPU does not fuse a one-hot select into
+    its reduction and would write a (B, T, V) array for it (BENCHMARKS, "GPT step profile"); on GPUs
+    a one-hot compare-and-sum, which XLA fuses into the reduction and, in the backward pass, into
+    the softmax gradient, where the gather's scatter would need a (B, T, V) buffer of its own.
+    """
+    if jax.default_backend() == "cpu":
+        return jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return jnp.sum(jnp.where(jnp.arange(logits.shape[-1]) == targets[..., None], logits, 0.0), axis=-1)
 
 
 def _torch_name(path: tuple) -> tuple[str, bool]:

@@ -2,7 +2,9 @@
 
 References: nanoGPT `model.py` (Karpathy), the GPT-2 paper. Parameter names are the GPT-2 /
 Hugging Face names, and `state_numpy()` returns the same keys and layouts as the JAX twin.
-Numerics pinned as on the JAX side: LayerNorm eps from the config, tanh GELU, fp32 loss.
+Numerics pinned as on the JAX side: LayerNorm eps from the config, tanh GELU, fp32 loss. Under
+bf16 autocast only the matmuls run in bf16; embeddings, the residual stream, LayerNorm, softmax
+and the loss stay fp32 (autocast's rules, which the JAX twin follows explicitly).
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class GPT(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------------
     def _trunk(self, idx: torch.Tensor, cache: KVCache | None, pos: int) -> tuple[torch.Tensor, KVCache | None]:
+        """Logits over all n_vocab_rows (padded rows included) in the compute dtype, and the new cache."""
         B, T = idx.size()
         cfg = self.config
         if T > cfg.block_size:
@@ -131,17 +134,26 @@ class GPT(nn.Module):
             if cache is not None:
                 new_cache.append(layer_cache)
         x = t.ln_f(x)
-        logits = F.linear(x, t.wte.weight) if cfg.tie_embeddings else self.lm_head(x)
-        logits = logits[..., : cfg.vocab_size].float()  # (B, T, vocab_size): padded rows never predicted
+        logits = F.linear(x, t.wte.weight) if cfg.tie_embeddings else self.lm_head(x)  # (B, T, n_vocab_rows)
         return logits, new_cache
+
+    def _visible(self, logits: torch.Tensor) -> torch.Tensor:
+        # A view without the padded rows (padded ids are never predicted or sampled); fp32.
+        return logits[..., : self.config.vocab_size].float()
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         logits, _ = self._trunk(idx, None, 0)
-        loss = None if targets is None else cross_entropy(logits, targets)
-        return logits, loss
+        if targets is None:
+            return self._visible(logits), None
+        # One fp32 copy under bf16 autocast, none in fp32; the loss reads the padded logits in place and
+        # the returned logits are a view of the same tensor (the JAX twin's rule, without its slice copy).
+        logits = logits.float()
+        loss = cross_entropy(logits, targets, self.config.vocab_size)
+        return self._visible(logits), loss
 
     def forward_cached(self, idx: torch.Tensor, cache: KVCache, pos: int) -> tuple[torch.Tensor, KVCache]:
-        return self._trunk(idx, cache, pos)
+        logits, cache = self._trunk(idx, cache, pos)
+        return self._visible(logits), cache
 
     def init_cache(self, batch_size: int) -> KVCache:
         cfg = self.config
@@ -217,10 +229,22 @@ class GPT(nn.Module):
         return out.cpu().numpy().astype(np.int32)
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean token cross-entropy in fp32; targets < 0 are ignored (the JAX twin's rule)."""
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int | None = None) -> torch.Tensor:
+    """Mean token cross-entropy in fp32; targets < 0 are ignored (the JAX twin's rule).
+
+    logits: (..., V), V >= vocab_size. The columns from vocab_size on (the head's padded rows) are set
+    to -inf IN PLACE when logits is fp32 (a copy is made otherwise): they take no probability, so no
+    (B, T, V) copy of the logits is needed to leave them out.
+    """
+    V = logits.size(-1)
+    logits = logits.float()  # no-op for fp32 logits
+    if vocab_size is not None and vocab_size < V:
+        # Written outside autograd: with probability 0 the padded columns' gradient is exactly 0 either
+        # way, and a recorded write would make autograd copy the whole (B, T, V) gradient to zero them.
+        with torch.no_grad():
+            logits[..., vocab_size:] = float("-inf")
     targets = targets.reshape(-1).long().masked_fill(targets.reshape(-1) < 0, -1)
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets, ignore_index=-1)
+    return F.cross_entropy(logits.reshape(-1, V), targets, ignore_index=-1)
 
 
 def _check_token_range(idx: torch.Tensor, vocab_size: int) -> None:
