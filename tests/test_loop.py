@@ -224,3 +224,32 @@ def test_the_three_configs_share_no_field_name():
     """Each --key belongs to exactly one config, so the router never has to guess."""
     names = [{f.name for f in dataclasses.fields(c)} for c in (GPTConfig, TrainConfig, OptimConfig)]
     assert not (names[0] & names[1]) and not (names[0] & names[2]) and not (names[1] & names[2])
+
+
+def test_training_batches_are_read_ahead_in_the_configured_document_order(tmp_path):
+    """scripts/train.py's train source: documents shuffled inside shards (the GPT-2 recipes), read ahead in
+    a thread, giving exactly the batches and states of the synchronous loader with the same settings."""
+    from jaxgpt.common.data.loader import Prefetcher, ShardLoader
+    from jaxgpt.common.training import train_batches
+
+    eot, rng = 7, np.random.default_rng(0)
+    docs = [np.concatenate([[eot], rng.integers(8, 90, rng.integers(5, 40))]) for _ in range(60)]
+    np.save(tmp_path / "t_train_000000.npy", np.concatenate(docs).astype(np.uint16))
+    cfg = dataclasses.replace(RECIPES["gpt2-124m"].train, data_dir=str(tmp_path), seq_len=16)
+    assert cfg.doc_shuffle_seed is not None and cfg.prefetch > 0
+    src = train_batches(cfg, MODEL, 4, 0, 1, eot)
+    ref = ShardLoader(tmp_path, "train", 4, 16, vocab_size=MODEL.vocab_size, doc_shuffle_seed=cfg.doc_shuffle_seed,
+                      eot_id=eot)
+    plain = ShardLoader(tmp_path, "train", 4, 16, vocab_size=MODEL.vocab_size)
+    try:
+        assert isinstance(src, Prefetcher)
+        got = [src.next_batch()[0] for _ in range(5)]
+        assert all(np.array_equal(g, ref.next_batch()[0]) for g in got)
+        assert src.state() == ref.state()
+        assert not all(np.array_equal(g, plain.next_batch()[0]) for g in got), "documents were not shuffled"
+    finally:
+        src.close()
+    direct = train_batches(dataclasses.replace(cfg, prefetch=0), MODEL, 4, 0, 1, eot)
+    assert isinstance(direct, ShardLoader)
+    with pytest.raises(ValueError, match="--doc_shuffle_seed applies to --batch_order=sequential"):
+        dataclasses.replace(cfg, batch_order="random")

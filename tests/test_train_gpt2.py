@@ -114,13 +114,14 @@ def test_fsdp_spec_splits_the_largest_divisible_dim():
     assert fsdp_spec((96,), 8) == jax.sharding.PartitionSpec()  # biases / gains stay replicated
 
 
-# Measured (2026-11-25, CPU): max |loss_bf16 - loss_fp32| over these 50 steps is 3.5e-4 nats, the
-# final losses differ by 1e-5 relative (bf16 matmul inputs, fp32 accumulation, params, LayerNorm,
-# softmax and loss). The documented bound (README, Stage 4): 0.005 nats at every step, 0.1% at the end.
-BF16_MAX_ABS = 0.005
+# Measured (2026-11-30, CPU, after the fp32 residual stream of issue 12): over these 50 steps with
+# accumulation 2, max |loss_bf16 - loss_fp32| = 2.3e-4 nats, mean 7.7e-5, final losses 7.2e-6 apart
+# (relative). Bounds at 2.5x the measurement, as parity_tests/test_bf16.py: the old 0.005 nats was
+# 14x the drift it guarded and let a bf16 LayerNorm (1.45e-3) through.
+BF16_MAX_ABS, BF16_MEAN_ABS, BF16_FINAL_REL = 2.5 * 2.3e-4, 2.5 * 7.7e-5, 2.5 * 7.2e-6
 
 
-def test_bf16_stays_within_documented_distance_of_fp32():
+def test_bf16_with_accumulation_stays_within_the_measured_distance_of_fp32():
     data = batches(50, 8, seed=1)
     one = make_mesh(jax.devices()[:1])
     w = Trainer(CFG, OPT, seed=0, mesh=one).state_numpy()
@@ -128,8 +129,9 @@ def test_bf16_stays_within_documented_distance_of_fp32():
     b16 = trajectory(Trainer(CFG, OPT, w, grad_accum=2, dtype="bfloat16", mesh=one), data)[:, 0]
     diff = np.abs(b16 - f32)
     assert np.all(np.isfinite(b16)) and f32[-1] < f32[0] - 0.3, f"fp32 did not learn: {f32[[0, -1]]}"
-    assert diff.max() <= BF16_MAX_ABS, f"bf16 drifted {diff.max():.4f} nats from fp32 (step {diff.argmax()})"
-    assert abs(b16[-1] - f32[-1]) / f32[-1] <= 1e-3
+    msg = f"bf16 drifted max {diff.max():.2e} (step {diff.argmax()}), mean {diff.mean():.2e} nats from fp32"
+    assert diff.max() <= BF16_MAX_ABS and diff.mean() <= BF16_MEAN_ABS, msg
+    assert abs(b16[-1] - f32[-1]) / f32[-1] <= BF16_FINAL_REL
 
 
 def test_batch_layout_and_its_errors():

@@ -38,6 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxgpt.common.frameworks import make_trainer
+from jaxgpt.common.hostmem import recycle_freed_memory
 from jaxgpt.common.recipes import RECIPES, configs_for
 
 
@@ -234,6 +235,7 @@ def compare(args: argparse.Namespace, overrides: list[str]) -> dict:
 
 def main(args: argparse.Namespace, overrides: list[str]) -> int:
     """scripts/compare.py: exit 0 when every step agrees within --rtol, 1 when not, 2 on bad input."""
+    recycle_freed_memory()  # before either framework starts its threads (jaxgpt/common/hostmem.py)
     try:
         summary = compare(args, overrides)
     except (ValueError, FileNotFoundError) as e:

@@ -41,6 +41,10 @@ class TrainConfig:
     compile: bool = False  # torch: torch.compile the model
     seed: int = 0  # parameter init and dropout
     shuffle_seed: int | None = None  # train shard order: None = by name (build-nanogpt), else shuffled per epoch
+    # Sequential order: documents permuted inside each train shard, per epoch, from this seed (llm.c shuffles
+    # within shards too); None = file order. Exact on resume: each permutation is recomputed from the seed.
+    doc_shuffle_seed: int | None = None
+    prefetch: int = 2  # train batches read ahead in a background thread; 0 = read in the step's thread
     # How a step's rows are drawn from the train split: "sequential" = consecutive windows of the shard stream
     # (build-nanogpt; right for big batches), "random" = windows at seeded random places (nanoGPT's get_batch:
     # a small batch then spans many documents; the train split is loaded into memory, so small corpora only).
@@ -66,9 +70,12 @@ class TrainConfig:
                     ("total_batch_tokens", "val_steps", "keep", "sample_tokens", "sample_count") if getattr(self, n) < 1]
         problems += [f"--{n}={getattr(self, n)} must be >= 0" for n in
                      ("micro_batch", "seq_len", "val_every", "final_val_steps", "hellaswag_every", "hellaswag_limit",
-                      "sample_every", "ckpt_every") if getattr(self, n) < 0]
+                      "sample_every", "ckpt_every", "prefetch") if getattr(self, n) < 0]
         if self.batch_order not in BATCH_ORDERS:
             problems.append(f"--batch_order={self.batch_order!r} is unknown; use one of {', '.join(BATCH_ORDERS)}")
+        if self.doc_shuffle_seed is not None and self.batch_order != "sequential":
+            problems.append(f"--doc_shuffle_seed applies to --batch_order=sequential (random windows already mix "
+                            f"documents); drop it or use --batch_order=sequential")
         if self.dtype not in DTYPES:
             problems.append(f"--dtype={self.dtype!r} is unknown; use one of {', '.join(DTYPES)}")
         if problems:
@@ -77,7 +84,8 @@ class TrainConfig:
 
 # Fields a resumed run must share with its checkpoint: they define what is trained on and how.
 # The others (micro_batch, cadences, outputs, fsdp/compile) only change speed or what is reported.
-RESUME_FIELDS = ("data_dir", "total_batch_tokens", "seq_len", "dtype", "seed", "shuffle_seed", "batch_order")
+RESUME_FIELDS = ("data_dir", "total_batch_tokens", "seq_len", "dtype", "seed", "shuffle_seed", "doc_shuffle_seed",
+                 "batch_order")
 
 
 @dataclass(frozen=True)
@@ -99,9 +107,11 @@ _POETRY = TrainConfig(
     total_batch_tokens=32 * 128, micro_batch=0, batch_order="random", val_every=100, val_steps=20, final_val_steps=100,
     hellaswag_every=0, sample_every=500, sample_count=1, sample_tokens=120, ckpt_every=100, keep=2,
 )
-# build-nanogpt's GPT-2 reproduction: 2**19-token steps, evals every 250 steps, bf16 compute.
+# build-nanogpt's GPT-2 reproduction: 2**19-token steps, evals every 250 steps, bf16 compute; documents
+# shuffled inside each shard as llm.c does (FineWeb-Edu's shards hold documents in crawl order).
 _GPT2_TRAIN = TrainConfig(
     data_dir="data/edu_fineweb10B", total_batch_tokens=524288, micro_batch=16, seq_len=1024, dtype="bfloat16",
+    doc_shuffle_seed=1337,
     sample_prompt="Hello, I'm a language model,",
 )
 _GPT2_OPTIM = OptimConfig(lr=6e-4, min_lr_ratio=0.1, warmup_steps=715, max_steps=19073, weight_decay=0.1)

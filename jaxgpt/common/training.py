@@ -23,8 +23,9 @@ from jaxgpt.common import frameworks
 from jaxgpt.common.checkpoint import CheckpointDir, check_writable
 from jaxgpt.common.config import GPTConfig, UsageError
 from jaxgpt.common.data.codec import TOKENIZER_FILE, load_codec, open_tokenizer
-from jaxgpt.common.data.loader import ShardLoader, TokenArrayLoader, list_shards
+from jaxgpt.common.data.loader import Prefetcher, ShardLoader, TokenArrayLoader, list_shards
 from jaxgpt.common.data.prepare import DataInfo, read_data_info
+from jaxgpt.common.hostmem import recycle_freed_memory
 from jaxgpt.common.loop import Launch, Loop, RunData
 from jaxgpt.common.recipes import TrainConfig, batch_layout, configs_for
 from jaxgpt.common.resume import run_identity, start_step
@@ -88,11 +89,19 @@ def hellaswag_tasks(data: DataInfo, model: GPTConfig, cfg: TrainConfig) -> list 
 RANDOM_ORDER_MAX_TOKENS = 1_000_000_000  # --batch_order=random loads the train split: 2 GB of uint16 at most
 
 
-def train_batches(cfg: TrainConfig, model: GPTConfig, rows: int, pid: int, nproc: int) -> Any:
-    """This process's source of `rows` training rows per step, in cfg.batch_order (see TrainConfig)."""
+def train_batches(cfg: TrainConfig, model: GPTConfig, rows: int, pid: int, nproc: int, eot_id: int | None) -> Any:
+    """This process's source of `rows` training rows per step, in cfg.batch_order (see TrainConfig), read
+    cfg.prefetch batches ahead in a background thread (the same batches and states as without)."""
+    source = _train_source(cfg, model, rows, pid, nproc, eot_id)
+    return Prefetcher(source, cfg.prefetch) if cfg.prefetch else source
+
+
+def _train_source(cfg: TrainConfig, model: GPTConfig, rows: int, pid: int, nproc: int, eot_id: int | None) -> Any:
     if cfg.batch_order == "sequential":
+        # eot_id None: shards without our manifest are build-nanogpt's, GPT-2 tokens (the loader's default id)
         return ShardLoader(cfg.data_dir, "train", rows, cfg.seq_len, pid, nproc, vocab_size=model.vocab_size,
-                           shuffle_seed=cfg.shuffle_seed)
+                           shuffle_seed=cfg.shuffle_seed, doc_shuffle_seed=cfg.doc_shuffle_seed,
+                           **({} if eot_id is None else {"eot_id": eot_id}))
     shards = list_shards(cfg.data_dir, "train")
     arrays = [np.load(p, mmap_mode="r") for p in shards]
     total = sum(len(a) for a in arrays)
@@ -122,7 +131,8 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
     micro, accum = batch_layout(cfg.total_batch_tokens, cfg.micro_batch, cfg.seq_len, cluster.n_devices)
     rows = micro * cluster.local_devices  # this process's rows per micro-step
     pid, nproc = cluster.process_index, cluster.num_processes
-    train_loader = train_batches(cfg, model_cfg, rows * accum, pid, nproc)
+    train_loader = train_batches(cfg, model_cfg, rows * accum, pid, nproc,
+                                 data.tokenizer.eot_id if data.tokenizer else None)
     val_loader = ShardLoader(cfg.data_dir, "val", rows, cfg.seq_len, pid, nproc, vocab_size=model_cfg.vocab_size)
     rt = fw.make_runtime(model_cfg, cfg, optim, cluster, accum)
     rt.log = log
@@ -140,12 +150,19 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
         + (f" ({data.tokenizer.name}, {data.tokenizer.vocab_size} ids)" if data.tokenizer else ""))
     run = RunData(train_loader, val_loader, codec, data.bytes_per_token("val"), tasks)
     loop = Loop(model_cfg, cfg, optim, rt, run, out, ckpts, {"preset": preset, "config": identity})
-    return loop.run(start)
+    try:
+        return loop.run(start)
+    finally:
+        if isinstance(train_loader, Prefetcher):
+            train_loader.close()  # its reader thread, with what it read ahead
 
 
 def main(preset: str, overrides: list[str], framework: str = "jax", resume: bool = False,
          launch: Launch | None = None) -> int:
     """`train` with the CLI's conventions: one `error:` line on stderr and an exit code, no traceback."""
+    # First, before a framework starts its threads: CPU steps reuse their freed buffers (hostmem.py; a step of
+    # the poetry GPT spent a fifth of its time faulting fresh pages in without it). Harmless on GPU hosts.
+    recycle_freed_memory()
     try:
         m = train(preset, overrides, framework, resume, launch)
     except Stop as e:
