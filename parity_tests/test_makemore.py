@@ -199,44 +199,6 @@ def test_handwritten_backward_equals_autodiff_torch(fused):
         assert_close(d[k], auto[k], atol=1e-6, name=f"torch d{k}")
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_handwritten_backward_equals_autodiff_jax(fused):
-    _, X, Y, jm, _ = backprop_case()
-    x, y = jnp.asarray(X), jnp.asarray(Y)
-    v = jm.forward_pass(x, y)
-    d = jm.backward(x, y, v, fused=fused)
-    _, auto = jax_loss_and_grads(jm, X, Y)
-    for k in auto:
-        assert_close(d[k], auto[k], atol=1e-6, name=f"jax d{k}")
-    # intermediates: autodiff of the loss with respect to the logits and the BatchNorm input
-    names = ["logits", "h", "hpreact", "hprebn", "embcat"]
-    g = jax.grad(lambda z: _loss_from(jm, v, z, y))(v["logits"])
-    assert_close(d["logits"], g, atol=1e-6, name="jax dlogits")
-    assert all(k in d for k in names)
-
-
-def _loss_from(jm, v, logits, y):
-    n = logits.shape[0]
-    return -jax.nn.log_softmax(logits, 1)[jnp.arange(n), y].mean()
-
-
-@pytest.mark.parametrize("fused", [False, True])
-def test_handwritten_backward_twins(fused):
-    """Every intermediate gradient is the same in both frameworks."""
-    _, X, Y, jm, tm = backprop_case()
-    x, y = torch.as_tensor(X).long(), torch.as_tensor(Y).long()
-    with torch.no_grad():
-        dt = tm.backward(x, y, tm.forward_pass(x, y), fused=fused)
-    dj = jm.backward(jnp.asarray(X), jnp.asarray(Y), jm.forward_pass(jnp.asarray(X), jnp.asarray(Y)), fused=fused)
-    assert sorted(dj) == sorted(dt)
-    dj, dt = {k: np.asarray(v) for k, v in dj.items()}, {k: v.numpy() for k, v in dt.items()}
-    # b1 (cancelled by BatchNorm) and logit_maxes (cancelled by the softmax) have gradient exactly 0:
-    # both sides hold ~1e-9 rounding noise there, so those two are compared in absolute terms.
-    zero = [k for k in ("b1", "logit_maxes") if k in dj]
-    assert_tree_close({k: dj.pop(k) for k in zero}, {k: dt.pop(k) for k in zero}, atol=1e-6, name="zero gradients")
-    assert_tree_close(dj, dt, rtol=GRAD_RTOL, name="hand-written gradients")  # twin vs twin: the suite's tolerance
-
-
 def _tail_loss(jm, name, value, y):
     """The loss recomputed from intermediate `name` of the backprop MLP's forward (autodiff's reference)."""
     n = value.shape[0]
@@ -256,16 +218,38 @@ def _tail_loss(jm, name, value, y):
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_handwritten_intermediate_gradients_equal_autodiff_jax(fused):
-    """Issue 17: the JAX hand-written gradients of h, hpreact, hprebn, embcat (and logits) checked by value."""
+def test_handwritten_backward_equals_autodiff_jax(fused):
+    """Every parameter's hand-written gradient, and (issue 17) the intermediates logits, h, hpreact,
+    hprebn and embcat by value: jax.grad of the loss recomputed from each of them."""
     _, X, Y, jm, _ = backprop_case()
     x, y = jnp.asarray(X), jnp.asarray(Y)
     v = jm.forward_pass(x, y)
     d = jm.backward(x, y, v, fused=fused)
+    _, auto = jax_loss_and_grads(jm, X, Y)
+    for k in auto:
+        assert_close(d[k], auto[k], atol=1e-6, name=f"jax d{k}")
     for name in ("logits", "h", "hpreact", "hprebn", "embcat"):
-        auto = jax.grad(lambda z, name=name: _tail_loss(jm, name, z, y))(v[name])
-        assert float(jnp.abs(auto).max()) > 0, name  # a real gradient, not a vacuous comparison
-        assert_close(d[name], auto, atol=1e-6, name=f"jax d{name} ({'fused' if fused else 'step by step'})")
+        g = jax.grad(lambda z, name=name: _tail_loss(jm, name, z, y))(v[name])
+        assert float(jnp.abs(g).max()) > 0, name  # a real gradient, not a vacuous comparison
+        assert_close(d[name], g, atol=1e-6, name=f"jax d{name} ({'fused' if fused else 'step by step'})")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_handwritten_backward_twins(fused):
+    """Every intermediate gradient is the same in both frameworks."""
+    _, X, Y, jm, tm = backprop_case()
+    x, y = torch.as_tensor(X).long(), torch.as_tensor(Y).long()
+    with torch.no_grad():
+        dt = tm.backward(x, y, tm.forward_pass(x, y), fused=fused)
+    dj = jm.backward(jnp.asarray(X), jnp.asarray(Y), jm.forward_pass(jnp.asarray(X), jnp.asarray(Y)), fused=fused)
+    assert sorted(dj) == sorted(dt)
+    dj, dt = {k: np.asarray(v) for k, v in dj.items()}, {k: v.numpy() for k, v in dt.items()}
+    # b1 (cancelled by BatchNorm) and logit_maxes (cancelled by the softmax) have gradient exactly 0:
+    # both sides hold ~1e-9 rounding noise there, so those two are compared in absolute terms.
+    zero = [k for k in ("b1", "logit_maxes") if k in dj]
+    assert_tree_close({k: dj.pop(k) for k in zero}, {k: dt.pop(k) for k in zero}, atol=1e-6, name="zero gradients")
+    assert_tree_close(dj, dt, rtol=GRAD_RTOL, name="hand-written gradients")  # twin vs twin: the suite's tolerance
+
 
 
 # ---- --diagnostics: the statistics are framework-free; the twins must feed them the same numbers -----------
@@ -320,7 +304,10 @@ def test_dropout_off_in_eval_on_in_training_and_causal():
     jd.model.train()
     td.model.train()
     key = jax.random.key(3)
-    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+
+    def gen():
+        return torch.Generator().manual_seed(3)
+
     xj, yj, xt, yt = jnp.asarray(x), jnp.asarray(y), torch.as_tensor(x).long(), torch.as_tensor(y).long()
     # training: masks on (the loss moves), the same masks for the same key / generator seed
     lj, lj2 = float(jd.model.loss(xj, yj, key)), float(jd.model.loss(xj, yj, key))

@@ -248,7 +248,9 @@ def test_sampling_temperature_and_top_k():
         out[~first, 0] = 0.0
         return out
 
-    rng = lambda: np.random.default_rng(0)  # noqa: E731
+    def rng():
+        return np.random.default_rng(0)
+
     assert data.sample_words(logits, 3, True, 5, rng(), temperature=0) == ["a"] * 5  # greedy
     assert data.sample_words(logits, 3, True, 50, rng(), top_k=1) == ["a"] * 50  # top-1 = greedy
     two = data.sample_words(logits, 3, True, 400, rng(), top_k=2)
@@ -274,15 +276,16 @@ def test_size_flags_apply_to_the_models_that_have_them():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(model="transformer", block_size=16, n_embd=64, n_head=5), "--n-embd 64 must be divisible by --n-head 5"),
-    (dict(model="wavenet", block_size=12), r"--context: the WaveNet context must be a power of two"),
-    (dict(model="mlp", block_size=3, n_embd=0), "--n-embd must be an integer >= 1, got 0"),
-    (dict(model="mlp", block_size=3, n_hidden=-4), r"--n-embd2 \(n_hidden\) must be an integer >= 1"),
-    (dict(model="transformer", block_size=16, n_layer=0), "--n-layer must be an integer >= 1"),
-    (dict(model="transformer", block_size=16, dropout=1.0), r"--dropout must be in \[0, 1\)"),
-    (dict(model="transformer", block_size=16, dropout=float("nan")), r"--dropout must be in \[0, 1\)"),
-    (dict(model="bn-mlp", block_size=3, dropout=0.1), "the bn-mlp model has no dropout"),
-    (dict(model="bn-mlp-deep", block_size=3, n_layer=1), "needs >= 2 layers"),
+    ({"model": "transformer", "block_size": 16, "n_embd": 64, "n_head": 5},
+     "--n-embd 64 must be divisible by --n-head 5"),
+    ({"model": "wavenet", "block_size": 12}, r"--context: the WaveNet context must be a power of two"),
+    ({"model": "mlp", "block_size": 3, "n_embd": 0}, "--n-embd must be an integer >= 1, got 0"),
+    ({"model": "mlp", "block_size": 3, "n_hidden": -4}, r"--n-embd2 \(n_hidden\) must be an integer >= 1"),
+    ({"model": "transformer", "block_size": 16, "n_layer": 0}, "--n-layer must be an integer >= 1"),
+    ({"model": "transformer", "block_size": 16, "n_embd": 16, "dropout": 1.0}, r"--dropout must be in \[0, 1\)"),
+    ({"model": "transformer", "block_size": 16, "n_embd": 16, "dropout": float("nan")}, r"--dropout must be in \[0, 1\)"),
+    ({"model": "bn-mlp", "block_size": 3, "dropout": 0.1}, "the bn-mlp model has no dropout"),
+    ({"model": "bn-mlp-deep", "block_size": 3, "n_layer": 1}, "needs >= 2 layers"),
 ])
 def test_model_config_errors_name_the_flag_and_range(kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -290,13 +293,13 @@ def test_model_config_errors_name_the_flag_and_range(kwargs, message):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(lr=float("nan")), "--learning-rate must be a finite number > 0, got nan"),
-    (dict(lr=0.0), "--learning-rate must be a finite number > 0"),
-    (dict(lr=float("inf")), "--learning-rate must be a finite number > 0"),
-    (dict(weight_decay=-0.1), "--weight-decay must be a finite number >= 0"),
-    (dict(batch_size=-1), "--batch-size must be >= 1"),
-    (dict(val_fraction=0.7, split="makemore"), r"--val-fraction must be in \(0, 0.5\]"),
-    (dict(val_fraction=0.1), "needs --split makemore"),
+    ({"lr": float("nan")}, "--learning-rate must be a finite number > 0, got nan"),
+    ({"lr": 0.0}, "--learning-rate must be a finite number > 0"),
+    ({"lr": float("inf")}, "--learning-rate must be a finite number > 0"),
+    ({"weight_decay": -0.1}, "--weight-decay must be a finite number >= 0"),
+    ({"batch_size": -1}, "--batch-size must be >= 1"),
+    ({"val_fraction": 0.7, "split": "makemore"}, r"--val-fraction must be in \(0, 0.5\]"),
+    ({"val_fraction": 0.1}, "needs --split makemore"),
 ])
 def test_train_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -93,7 +93,7 @@ class Run:
         self.last_saved: tuple[Path, int] | None = None  # (file, step) of the newest good checkpoint
         self.history: list[tuple[int, float]] = []  # (step, val loss)
         self.recorders = [diagnostics.Recorder(t.framework) for t in trainers] if opts.diagnostics else []
-        self.train_time, self.timed_steps = 0.0, 0
+        self.train_time, self.timed_steps = [0.0] * len(trainers), 0  # per trainer: s spent in train_steps
         fw = "" if len(trainers) == 1 else f"_{trainers[0].framework}"
         self.csv = runlog.CsvLog(opts.out / f"log{fw}.csv", LOG_FIELDS) if opts.out else None
 
@@ -174,11 +174,14 @@ class Run:
                     k = self._chunk(s, every, measure)
                     idx = self.batches(s, k)
                     before = [t.state_numpy() for t in self.trainers] if s in measure else None
-                    tick = time.perf_counter()
-                    losses = [t.train_steps(idx, k) for t in self.trainers]
-                    dt = time.perf_counter() - tick
+                    losses, dts = [], []
+                    for t in self.trainers:
+                        tick = time.perf_counter()
+                        losses.append(t.train_steps(idx, k))
+                        dts.append(time.perf_counter() - tick)
                     if not first or tcfg.steps - s == k:  # the first call includes compilation: not timed
-                        self.train_time, self.timed_steps = self.train_time + dt, self.timed_steps + k
+                        self.train_time = [a + b for a, b in zip(self.train_time, dts)]
+                        self.timed_steps += k
                     first = False
                     bad = [loss for loss in losses if not np.isfinite(loss)]
                     if bad:
@@ -256,7 +259,7 @@ class Run:
             r = {"model": self.mcfg.model, "framework": t.framework, "params": t.num_params(), "step": t.step_count,
                  "train": losses["train"][i], "val": losses["val"][i],
                  "test": losses["test"][i] if self.opts.test else None,
-                 "s_per_1k": 1000 * self.train_time / self.timed_steps if self.timed_steps else None,
+                 "s_per_1k": 1000 * self.train_time[i] / self.timed_steps if self.timed_steps else None,
                  "history": self.history, "split": self.tcfg.split, "val_fraction": self.tcfg.val_fraction,
                  "target": target, "target_split": target_split, "lecture_rng": lecture_rng,
                  "model_config": self.mcfg.to_dict(), "train_config": self.tcfg.to_dict(), "seed": self.opts.seed}
