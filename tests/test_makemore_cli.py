@@ -144,7 +144,8 @@ def test_checkpoint_round_trip_with_non_default_sizes(capsys, tmp_path, few_name
     ckpt = tmp_path / "t.npz"
     sizes = ["--n-layer", 1, "--n-embd", 16, "--n-head", 2, "--dropout", 0.1, "--context", 20]
     rc, out, _ = run_cli(capsys, "--model", "transformer", *sizes, "--batch-size", 8, "--learning-rate", 2e-3,
-                         "--weight-decay", 0.05, "--steps", 30, "--save", ckpt, "--data", few_names, "--samples", 0)
+                         "--weight-decay", 0.05, "--steps", 30, "--save", ckpt, "--data", few_names, "--samples", 0,
+                         "--framework", "torch")  # trained in torch (no compilation), loaded in both below
     assert rc == 0
     meta, weights, opt = checkpoint.load(ckpt)
     assert {k: meta["model"][k] for k in ("n_layer", "n_embd", "n_head", "dropout", "block_size")} == \
@@ -198,7 +199,7 @@ def test_signal_stop_then_load_is_exact(capsys, monkeypatch, tmp_path, few_names
     """SIGTERM mid-run: the chunk finishes, the checkpoint is written, exit 143; --load continues the
     schedule exactly (batches, AdamW moments, dropout masks), and log.csv keeps the rows before the stop."""
     args = ["--model", "transformer", "--n-layer", 1, "--n-embd", 16, "--n-head", 2, "--dropout", 0.1,
-            "--steps", 40, "--framework", framework, "--data", few_names, "--samples", 0]
+            "--steps", 40, "--framework", framework, "--data", few_names, "--samples", 0, "--no-test"]
     monkeypatch.setattr(mrun, "CHUNK", {"jax": 10, "torch": 10})
     rc, _, _ = run_cli(capsys, *args, "--out", tmp_path / "straight")
     assert rc == 0
@@ -208,7 +209,7 @@ def test_signal_stop_then_load_is_exact(capsys, monkeypatch, tmp_path, few_names
     assert checkpoint.load(tmp_path / "resumed" / "checkpoint.npz")[0]["step"] == 20
     monkeypatch.undo()
     rc, _, _ = run_cli(capsys, "--load", tmp_path / "resumed" / "checkpoint.npz", "--out", tmp_path / "resumed",
-                       "--framework", framework, "--data", few_names, "--samples", 0)
+                       "--framework", framework, "--data", few_names, "--samples", 0, "--no-test")
     assert rc == 0
     _, a, oa = checkpoint.load(tmp_path / "straight" / "checkpoint.npz")
     _, b, ob = checkpoint.load(tmp_path / "resumed" / "checkpoint.npz")

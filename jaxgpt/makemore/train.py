@@ -1,15 +1,16 @@
 """Training, evaluation and the logits for sampling, for every makemore model in JAX.
 
 Tiny models make Python the bottleneck: nnx.jit walks the module graph on every call, which
-costs more than the maths here. So the Trainer splits the model once (nnx.split), and runs a pure
+costs more than the maths here. So the Trainer splits the model (nnx.split), and runs a pure
 jax.jit function that does K optimiser steps in one call with jax.lax.scan (K = the batches of
-indices it is given); the model is merged back only for evaluation, sampling and saving.
+indices it is given); the model is merged back only for evaluation, sampling and saving. The
+jitted functions are built once per (model graph, training config) and shared by every Trainer.
 Mirrored by torchref/makemore/train.py (same interface, eager loop).
 """
 
 from __future__ import annotations
 
-from functools import partial
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +44,78 @@ def build_model(config: ModelConfig, train: TrainConfig | None = None, seed: int
     return cls(config, rngs=rngs)
 
 
+def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
+    """AdamW (makemore.py's, decay on every parameter) or plain SGD. inject_hyperparams: the learning
+    rate lives in the optimiser state and is set every step from the schedule (config.lr_at of the
+    Trainer's own step counter), so a reloaded model continues the schedule where it was."""
+    if train.optimizer == "adamw":
+        b1, b2 = train.betas
+        return optax.inject_hyperparams(optax.adamw)(learning_rate=train.lr, b1=b1, b2=b2, eps=train.eps,
+                                                     weight_decay=train.weight_decay)
+    return optax.inject_hyperparams(optax.sgd)(learning_rate=train.lr)
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_steps(graphdef: nnx.GraphDef, train: TrainConfig, manual: bool, dropout: bool):
+    """(run, run_full): K optimiser steps as one jitted lax.scan (batches of indices / full batch).
+
+    Module-level and cached on (graph, training config), so Trainers of the same model (a resumed
+    run, the twins of a test) share one compilation instead of compiling again.
+    """
+    tx = make_optimizer(train)
+
+    def one_step(carry, ix, lr, step, key, X, Y):
+        state, opt_state = carry
+        model = nnx.merge(graphdef, state)
+        xb, yb = (X, Y) if ix is None else (X[ix], Y[ix])
+        if manual:
+            loss, grads = model.forward_backward(xb, yb)
+        else:
+            # Dropout masks come from fold_in(key(seed), step): a function of the step alone, so a
+            # resumed run drops the units the uninterrupted run would have dropped.
+            kw = {"dropout_key": jax.random.fold_in(key, step)} if dropout else {}
+            loss, g = nnx.value_and_grad(lambda m: m.loss(xb, yb, **kw))(model)
+            grads = {".".join(map(str, p)): v[...] for p, v in nnx.to_flat_state(g)}
+        variables = named_params(model)
+        params = {k: v[...] for k, v in variables.items()}
+        opt_state.hyperparams["learning_rate"] = lr
+        updates, opt_state = tx.update(grads, opt_state, params)
+        for k, p in optax.apply_updates(params, updates).items():
+            variables[k][...] = p
+        return (nnx.state(model), opt_state), loss
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def run(state, opt_state, lrs, steps, key, X, Y, idx):  # idx (K, B) batch indices; lrs, steps (K,)
+        (state, opt_state), losses = jax.lax.scan(
+            lambda c, a: one_step(c, a[0], a[1], a[2], key, X, Y), (state, opt_state), (idx, lrs, steps))
+        return state, opt_state, losses
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def run_full(state, opt_state, lrs, steps, key, X, Y):  # len(lrs) full-batch steps
+        (state, opt_state), losses = jax.lax.scan(
+            lambda c, a: one_step(c, None, a[0], a[1], key, X, Y), (state, opt_state), (lrs, steps))
+        return state, opt_state, losses
+
+    return run, run_full
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_eval(graphdef: nnx.GraphDef):
+    """(loss_sum, logits) in eval mode, jitted once per model graph (shared like compiled_steps)."""
+
+    @jax.jit
+    def loss_sum(state, X, Y):
+        logits = nnx.merge(graphdef, state)(X)
+        n = jnp.sum(Y >= 0)
+        return cross_entropy(logits, Y) * n, n
+
+    @jax.jit
+    def logits(state, X):
+        return nnx.merge(graphdef, state)(X)
+
+    return loss_sum, logits
+
+
 class Trainer:
     framework = "jax"
 
@@ -50,21 +123,9 @@ class Trainer:
         self.config, self.train_cfg, self.step_count, self.seed = config, train, 0, seed
         self.model = build_model(config, train, seed)
         self.manual = isinstance(self.model, BackpropMLP)  # trains with its hand-written backward
-        # Dropout masks come from fold_in(key(seed), step): a function of the step alone, so a
-        # resumed run drops the units the uninterrupted run would have dropped.
-        self.dropout_key = jax.random.key(seed) if config.dropout > 0 else None
-        # inject_hyperparams: the learning rate lives in the optimiser state and is set every step
-        # from the schedule (config.lr_at of our own step counter), so a reloaded model continues
-        # the schedule where it was.
-        if train.optimizer == "adamw":
-            b1, b2 = train.betas
-            self.tx = optax.inject_hyperparams(optax.adamw)(
-                learning_rate=train.lr, b1=b1, b2=b2, eps=train.eps, weight_decay=train.weight_decay)
-        else:
-            self.tx = optax.inject_hyperparams(optax.sgd)(learning_rate=train.lr)
+        self.key = jax.random.key(seed)  # dropout masks: fold_in(key, step)
+        self.tx = make_optimizer(train)
         self.opt_state = self.tx.init(self._params())
-        self._run = None
-        self._eval = None
 
     def _params(self) -> dict[str, jax.Array]:
         return {k: v[...] for k, v in named_params(self.model).items()}
@@ -73,43 +134,6 @@ class Trainer:
     def fit_counts(self, X: np.ndarray, Y: np.ndarray) -> None:
         """The closed-form bigram: count the training pairs."""
         self.model.fit(jnp.asarray(X), jnp.asarray(Y))
-
-    def _compile(self) -> None:
-        self.model.train()
-        graphdef, _ = nnx.split(self.model)
-        tx, manual, dropout_key = self.tx, self.manual, self.dropout_key
-
-        def one_step(carry, ix, lr, step, X, Y):
-            state, opt_state = carry
-            model = nnx.merge(graphdef, state)
-            xb, yb = (X, Y) if ix is None else (X[ix], Y[ix])
-            if manual:
-                loss, grads = model.forward_backward(xb, yb)
-            else:
-                kw = {} if dropout_key is None else {"dropout_key": jax.random.fold_in(dropout_key, step)}
-                loss, g = nnx.value_and_grad(lambda m: m.loss(xb, yb, **kw))(model)
-                grads = {".".join(map(str, p)): v[...] for p, v in nnx.to_flat_state(g)}
-            variables = named_params(model)
-            params = {k: v[...] for k, v in variables.items()}
-            opt_state.hyperparams["learning_rate"] = lr
-            updates, opt_state = tx.update(grads, opt_state, params)
-            for k, p in optax.apply_updates(params, updates).items():
-                variables[k][...] = p
-            return (nnx.state(model), opt_state), loss
-
-        @partial(jax.jit, donate_argnums=(0, 1))
-        def run(state, opt_state, lrs, steps, X, Y, idx):  # idx (K, B) batch indices; lrs, steps (K,)
-            (state, opt_state), losses = jax.lax.scan(
-                lambda c, a: one_step(c, a[0], a[1], a[2], X, Y), (state, opt_state), (idx, lrs, steps))
-            return state, opt_state, losses
-
-        @partial(jax.jit, donate_argnums=(0, 1))
-        def run_full(state, opt_state, lrs, steps, X, Y):  # len(lrs) full-batch steps
-            (state, opt_state), losses = jax.lax.scan(
-                lambda c, a: one_step(c, None, a[0], a[1], X, Y), (state, opt_state), (lrs, steps))
-            return state, opt_state, losses
-
-        self._run, self._run_full = run, run_full
 
     def set_train_data(self, X: np.ndarray, Y: np.ndarray) -> None:
         self._X, self._Y = jnp.asarray(X), jnp.asarray(Y)
@@ -120,19 +144,18 @@ class Trainer:
         Returns the mean training loss of those steps (a host sync: call it per chunk, not per step);
         NaN or inf when the run diverged (the caller stops: the model holds the diverged state).
         """
-        if self._run is None:
-            self._compile()
         self.model.train()
-        _, state = nnx.split(self.model)
+        graphdef, state = nnx.split(self.model)
+        run, run_full = compiled_steps(graphdef, self.train_cfg, self.manual, self.config.dropout > 0)
         n = k if idx is None else len(idx)
         # The schedule is evaluated on the host, once per step of the chunk (the same lr_at torch calls).
         lrs = jnp.asarray([lr_at(self.step_count + i, self.train_cfg) for i in range(n)], jnp.float32)
         steps = jnp.arange(self.step_count, self.step_count + n, dtype=jnp.int32)
         if idx is None:
-            state, self.opt_state, losses = self._run_full(state, self.opt_state, lrs, steps, self._X, self._Y)
+            state, self.opt_state, losses = run_full(state, self.opt_state, lrs, steps, self.key, self._X, self._Y)
         else:
-            state, self.opt_state, losses = self._run(state, self.opt_state, lrs, steps, self._X, self._Y,
-                                                      jnp.asarray(idx))
+            state, self.opt_state, losses = run(state, self.opt_state, lrs, steps, self.key, self._X, self._Y,
+                                                jnp.asarray(idx))
         nnx.update(self.model, state)
         self.step_count += int(losses.shape[0])
         return float(losses.mean())
@@ -144,22 +167,8 @@ class Trainer:
 
     # ---- evaluation and sampling ------------------------------------------------------------
     def _eval_fns(self):
-        if self._eval is None:
-            self.model.eval()
-            graphdef, _ = nnx.split(self.model)
-
-            @jax.jit
-            def loss_sum(state, X, Y):
-                logits = nnx.merge(graphdef, state)(X)
-                n = jnp.sum(Y >= 0)
-                return cross_entropy(logits, Y) * n, n
-
-            @jax.jit
-            def logits(state, X):
-                return nnx.merge(graphdef, state)(X)
-
-            self._eval = (loss_sum, logits)
-        return self._eval
+        self.model.eval()
+        return compiled_eval(nnx.split(self.model)[0])
 
     def loss(self, X: np.ndarray, Y: np.ndarray) -> float:
         """Mean NLL over a whole split, in eval mode (BatchNorm uses its running statistics)."""
