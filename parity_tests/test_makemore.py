@@ -20,7 +20,7 @@ import torch
 from flax import nnx
 
 from jaxgpt.common.makemore import config as C
-from jaxgpt.common.makemore import data
+from jaxgpt.common.makemore import data, diagnostics
 from jaxgpt.makemore import layers as jlayers
 from jaxgpt.makemore import train as jtrain
 from parity_tests.helpers import (
@@ -199,8 +199,28 @@ def test_handwritten_backward_equals_autodiff_torch(fused):
         assert_close(d[k], auto[k], atol=1e-6, name=f"torch d{k}")
 
 
+def _tail_loss(jm, name, value, y):
+    """The loss recomputed from intermediate `name` of the backprop MLP's forward (autodiff's reference)."""
+    n = value.shape[0]
+    if name == "embcat":
+        value = value @ jm.W1[...] + jm.b1[...]
+        name = "hprebn"
+    if name == "hprebn":
+        mean, var = value.mean(0), value.var(0, ddof=1)  # Bessel, as the lecture
+        value = jm.bngain[...] * (value - mean) * (var + 1e-5) ** -0.5 + jm.bnbias[...]
+        name = "hpreact"
+    if name == "hpreact":
+        value = jnp.tanh(value)
+        name = "h"
+    if name == "h":
+        value = value @ jm.W2[...] + jm.b2[...]
+    return -jax.nn.log_softmax(value, 1)[jnp.arange(n), y].mean()
+
+
 @pytest.mark.parametrize("fused", [False, True])
 def test_handwritten_backward_equals_autodiff_jax(fused):
+    """Every parameter's hand-written gradient, and (issue 17) the intermediates logits, h, hpreact,
+    hprebn and embcat by value: jax.grad of the loss recomputed from each of them."""
     _, X, Y, jm, _ = backprop_case()
     x, y = jnp.asarray(X), jnp.asarray(Y)
     v = jm.forward_pass(x, y)
@@ -208,16 +228,10 @@ def test_handwritten_backward_equals_autodiff_jax(fused):
     _, auto = jax_loss_and_grads(jm, X, Y)
     for k in auto:
         assert_close(d[k], auto[k], atol=1e-6, name=f"jax d{k}")
-    # intermediates: autodiff of the loss with respect to the logits and the BatchNorm input
-    names = ["logits", "h", "hpreact", "hprebn", "embcat"]
-    g = jax.grad(lambda z: _loss_from(jm, v, z, y))(v["logits"])
-    assert_close(d["logits"], g, atol=1e-6, name="jax dlogits")
-    assert all(k in d for k in names)
-
-
-def _loss_from(jm, v, logits, y):
-    n = logits.shape[0]
-    return -jax.nn.log_softmax(logits, 1)[jnp.arange(n), y].mean()
+    for name in ("logits", "h", "hpreact", "hprebn", "embcat"):
+        g = jax.grad(lambda z, name=name: _tail_loss(jm, name, z, y))(v[name])
+        assert float(jnp.abs(g).max()) > 0, name  # a real gradient, not a vacuous comparison
+        assert_close(d[name], g, atol=1e-6, name=f"jax d{name} ({'fused' if fused else 'step by step'})")
 
 
 @pytest.mark.parametrize("fused", [False, True])
@@ -235,3 +249,83 @@ def test_handwritten_backward_twins(fused):
     zero = [k for k in ("b1", "logit_maxes") if k in dj]
     assert_tree_close({k: dj.pop(k) for k in zero}, {k: dt.pop(k) for k in zero}, atol=1e-6, name="zero gradients")
     assert_tree_close(dj, dt, rtol=GRAD_RTOL, name="hand-written gradients")  # twin vs twin: the suite's tolerance
+
+
+
+# ---- --diagnostics: the statistics are framework-free; the twins must feed them the same numbers -----------
+@pytest.mark.parametrize("model", C.DIAGNOSTIC_MODELS)
+def test_diagnostics_statistics_equal_across_frameworks(model):
+    """Same weights, same batch: every statistic the diagnostics plot (tanh saturation, gradient at each
+    tanh output, gradient-to-data ratio per weight, update-to-data ratio of one SGD step) agrees to 1e-5."""
+    jt, tt = twins(model)
+    x, y = batch(jt.config, n=32)
+    before = jt.state_numpy()
+    snaps = [diagnostics.snapshot(jt.probe(x, y))]
+    snaps.append(diagnostics.snapshot(tt.probe(x, y), snaps[0]["ranges"]))
+    assert jt.state_numpy().keys() == before.keys() and all(
+        np.array_equal(jt.state_numpy()[k], before[k]) for k in before), "probe changed the model"
+    assert snaps[0]["tanh"], f"{model}: no tanh layer found"
+    for group in ("tanh", "tanh_grad", "weight_grad"):
+        a, b = snaps[0][group], snaps[1][group]
+        assert a.keys() == b.keys(), (group, a.keys(), b.keys())
+        for layer in a:
+            for stat, va in a[layer].items():
+                vb = b[layer][stat]
+                # gradient means and stds are ~1e-3: compared relative to the layer's std, the rest absolutely
+                scale = max(abs(a[layer]["std"]), 1e-30) if group != "tanh" and stat in ("mean", "std") else 1.0
+                scale = max(abs(va), 1e-30) if stat == "grad_data" else scale
+                assert abs(va - vb) <= 1e-5 * scale, f"{model} {group} {layer} {stat}: jax {va} torch {vb}"
+    updates = []
+    for t in (jt, tt):
+        t.set_train_data(x, y)
+        w0 = t.state_numpy()
+        t.train_steps(None if t.train_cfg.batch_size == 0 else np.arange(len(x), dtype=np.int32)[None], 1)
+        updates.append(diagnostics.update_ratios(w0, t.state_numpy()))
+    assert updates[0].keys() == updates[1].keys() and updates[0]
+    for k in updates[0]:
+        assert abs(updates[0][k] - updates[1][k]) <= 1e-5, (k, updates)
+
+
+# ---- the transformer's dropout -------------------------------------------------------------------------------
+@torch.no_grad()
+def test_dropout_off_in_eval_on_in_training_and_causal():
+    """Dropout (the transformer's, nanoGPT's placement): off in evaluation, so the twins agree with it
+    set; on in training steps, the same masks for the same key; causal with the masks held fixed; and a
+    rate -> 0 equals no dropout."""
+    jt, tt = twins("transformer", noise=0.05)
+    mcfg = dataclasses.replace(jt.config, dropout=0.2)
+    jd, td = jtrain.Trainer(mcfg, jt.train_cfg), ttrain.Trainer(mcfg, tt.train_cfg)
+    for a, b in ((jd, jt), (td, tt)):
+        a.load_numpy(b.state_numpy())
+    x, y = batch(mcfg)
+    # evaluation: no dropout, so the twins with dropout 0.2 equal the ones without, and each other
+    assert_close(jd.logits(x), jt.logits(x), atol=FWD_ATOL, name="jax eval logits with dropout 0.2")
+    assert_close(td.logits(x), jd.logits(x), atol=FWD_ATOL, name="torch vs jax eval logits, dropout 0.2")
+    jd.model.train()
+    td.model.train()
+    key = jax.random.key(3)
+
+    def gen():
+        return torch.Generator().manual_seed(3)
+
+    xj, yj, xt, yt = jnp.asarray(x), jnp.asarray(y), torch.as_tensor(x).long(), torch.as_tensor(y).long()
+    # training: masks on (the loss moves), the same masks for the same key / generator seed
+    lj, lj2 = float(jd.model.loss(xj, yj, key)), float(jd.model.loss(xj, yj, key))
+    lt, lt2 = float(td.model.loss(xt, yt, gen())), float(td.model.loss(xt, yt, gen()))
+    assert lj == lj2 and lt == lt2
+    assert abs(lj - float(jt.model.loss(xj, yj))) > 1e-3 and abs(lt - float(tt.model.loss(xt, yt))) > 1e-3
+    # causality with the dropout masks held fixed: changing the last character changes no earlier output
+    x2 = x.copy()
+    x2[:, -1] = (x2[:, -1] + 1) % 27
+    for f in (lambda z: np.asarray(jd.model(jnp.asarray(z), key)),
+              lambda z: td.model(torch.as_tensor(z).long(), gen()).numpy()):
+        a, b = f(x), f(x2)
+        assert_close(a[:, :-1], b[:, :-1], atol=0.0, name="outputs before the changed position")
+        assert np.abs(a[:, -1] - b[:, -1]).max() > 1e-4
+    # a dropout rate -> 0 in training equals no dropout
+    tiny_rate = dataclasses.replace(mcfg, dropout=1e-7)
+    for T, ref, xx, yy, rng in ((jtrain.Trainer, jt, xj, yj, key), (ttrain.Trainer, tt, xt, yt, gen())):
+        t = T(tiny_rate, jt.train_cfg)
+        t.load_numpy(ref.state_numpy())
+        t.model.train()
+        assert_close(float(t.model.loss(xx, yy, rng)), float(ref.model.loss(xx, yy)), atol=1e-5, name="dropout -> 0")

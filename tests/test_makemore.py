@@ -1,15 +1,11 @@
-"""makemore: data handling, bad inputs, short training runs, checkpoints and the CLI.
+"""makemore: data handling, splits, batches, recipes and their checks, the notebooks' random numbers.
 
-Short schedules only (hundreds of steps); they must bring the loss well below the uniform
-baseline ln 27 = 3.296. The full-schedule losses are `scripts/makemore.py --ladder` (docs/BENCHMARKS.md).
+The command line, runs, checkpoints and diagnostics are tests/test_makemore_cli.py; the twins'
+parity is parity_tests/test_makemore.py. Full-schedule losses: `scripts/makemore.py --ladder` (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,26 +13,20 @@ import pytest
 
 from conftest import data_file
 from jaxgpt.common.makemore import data
-from jaxgpt.common.makemore.config import ConfigError, ModelConfig, TrainConfig, get_preset, lr_at
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-import makemore as cli
-
-LN27 = math.log(27)
+from jaxgpt.common.makemore.config import (
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    get_preset,
+    lr_at,
+    rescale,
+    with_sizes,
+)
 
 
 @pytest.fixture(scope="module")
 def names_path() -> Path:
     return data_file("names.txt")
-
-
-@pytest.fixture(scope="module")
-def few_names(names_path, tmp_path_factory) -> Path:
-    """Every 8th name of names.txt (4,005): real data, but evaluation of whole splits stays cheap."""
-    p = tmp_path_factory.mktemp("names") / "names_subset.txt"
-    p.write_text("\n".join(names_path.read_text().splitlines()[::8]))
-    return p
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -168,11 +158,12 @@ def test_lr_schedules():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))  # monotone after warm-up
 
 
-def test_shorten_keeps_the_schedule_shape():
-    short = cli.shorten(get_preset("bn-mlp").train, 2000)
+def test_rescale_keeps_the_schedule_shape():
+    short = rescale(get_preset("bn-mlp").train, 2000)
     assert (short.steps, short.lr_decay_step) == (2000, 1000)
+    assert rescale(short, 4000).lr_decay_step == 2000  # longer again (a --load with --steps)
     cos = TrainConfig(steps=30_000, optimizer="adamw", lr=1e-3, schedule="cosine", lr_final=1e-4, warmup_steps=1000)
-    short = cli.shorten(cos, 3000)
+    short = rescale(cos, 3000)
     assert (short.steps, short.warmup_steps) == (3000, 100)
     assert lr_at(short.steps, short) == pytest.approx(1e-4) and lr_at(99, short) == pytest.approx(1e-3)
 
@@ -216,105 +207,101 @@ def test_wavenet_has_the_lectures_parameter_count():
     assert sum(x.numel() for x in build_model(get_preset("wavenet").model).parameters()) == 76579
 
 
-# ---- CLI: bad inputs exit non-zero with one clear line ------------------------------------------
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    rc = cli.main(list(map(str, args)))
-    out, err = capsys.readouterr()
-    return rc, out, err
+
+# ---- the validation carve-out, batches by step, sampling -------------------------------------------
+def test_validation_carved_out_of_makemores_training_names(names_path):
+    words = data.read_words(names_path)
+    tr0, _, te0 = data.split_words(words, "makemore")
+    tr, va, te = data.split_words(words, "makemore", val_fraction=0.1)
+    assert (len(tr), len(va), len(te)) == (27930, 3103, 1000)  # the sizes docs/BENCHMARKS.md quotes
+    assert te == te0  # makemore.py's test names, untouched
+    assert sorted(tr + va) == sorted(tr0)  # a partition of its training names (names.txt repeats some names,
+    #                                         so a name may be in two splits, as in makemore.py's own split)
+    it = iter(tr0)
+    assert all(w in it for w in tr)  # a subsequence: the training names keep makemore.py's order
+    assert data.split_words(words, "makemore", val_fraction=0.1)[1] == va  # seeded: the same names every run
+    assert len(data.split_words(words, "makemore", val_fraction=0.5)[1]) == 15516
+    for bad in (0.6, -0.1):
+        with pytest.raises(data.DataError, match=r"\(0, 0.5\]"):
+            data.split_words(words, "makemore", val_fraction=bad)
+    with pytest.raises(data.DataError, match="makemore split"):
+        data.split_words(words, "lecture", val_fraction=0.1)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "mlp", "--context", "0"], "--context must be >= 1"),
-    (["--model", "wavenet", "--context", "6", "--steps", "1"], "power of two"),
-    (["--model", "mlp", "--data", "EMPTY"], "no words"),
-    (["--model", "mlp", "--data", "BAD"], ":2: character 'X'"),
-    (["--load", "NOTCKPT"], "not a makemore checkpoint"),
-    ([], "give --model"),
-    (["--model", "mlp", "--lecture-rng"], "replays the notebooks' runs of bn-mlp, wavenet only"),
-    (["--model", "bn-mlp", "--lecture-rng", "--split", "makemore"], "use the lecture split"),
+def test_step_batches_depend_on_the_step_only():
+    whole = data.step_batches(7, 0, 2500, 1000, 4)
+    for chunk in (1, 99, 100, 1000, 1300):  # JAX's and torch's chunking, a resume in mid-block
+        parts = [data.step_batches(7, s, min(chunk, 2500 - s), 1000, 4) for s in range(0, 2500, chunk)]
+        assert np.array_equal(np.concatenate(parts), whole), chunk
+    assert not np.array_equal(data.step_batches(8, 0, 10, 1000, 4), whole[:10])  # the seed matters
+    assert whole.min() >= 0 and whole.max() < 1000 and whole.dtype == np.int32
+    assert data.step_batches(7, 5, 0, 1000, 4).shape == (0, 4)
+    assert data.step_seed(0, 1) != data.step_seed(0, 2) != data.step_seed(1, 1)
+
+
+def test_sampling_temperature_and_top_k():
+    # A fake window model: the next character after '.' is a (p .5), b (.3), c (.2); after any letter, '.'.
+    def logits(ctx):
+        out = np.full((len(ctx), 27), -1e9)  # impossible even at temperature 100
+        first = ctx[:, -1] == 0
+        out[first, 1:4] = np.log([0.5, 0.3, 0.2])
+        out[~first, 0] = 0.0
+        return out
+
+    def rng():
+        return np.random.default_rng(0)
+
+    assert data.sample_words(logits, 3, True, 5, rng(), temperature=0) == ["a"] * 5  # greedy
+    assert data.sample_words(logits, 3, True, 50, rng(), top_k=1) == ["a"] * 50  # top-1 = greedy
+    two = data.sample_words(logits, 3, True, 400, rng(), top_k=2)
+    assert set(two) == {"a", "b"} and 0.5 < two.count("a") / 400 < 0.75  # renormalised: 5/8
+    hot = data.sample_words(logits, 3, True, 2000, rng(), temperature=100.0)
+    assert abs(hot.count("c") / 2000 - 1 / 3) < 0.04  # a high temperature flattens to uniform over a, b, c
+    cold = data.sample_words(logits, 3, True, 400, rng(), temperature=0.2)
+    assert cold.count("a") / 400 > 0.85  # p(a) = .5^5 / (.5^5 + .3^5 + .2^5) = 0.92
+    for bad, match in (({"top_k": 0}, "top_k"), ({"top_k": 28}, "top_k"), ({"temperature": -1}, "temperature")):
+        with pytest.raises(ValueError, match=match):
+            data.sample_words(logits, 3, True, 1, rng(), **bad)
+
+
+def test_size_flags_apply_to_the_models_that_have_them():
+    t = with_sizes(get_preset("transformer").model, n_layer=2, n_head=2, n_embd=32, dropout=0.1)
+    assert (t.n_layer, t.n_head, t.n_embd, t.dropout) == (2, 2, 32, 0.1)
+    assert with_sizes(get_preset("mlp").model, n_hidden=64, block_size=5).n_hidden == 64
+    for model, field, flag in (("mlp", "n_head", "--n-head"), ("mlp", "dropout", "--dropout"),
+                               ("transformer", "n_hidden", "--n-embd2"), ("bigram", "n_embd", "--n-embd"),
+                               ("wavenet", "n_layer", "--n-layer")):
+        with pytest.raises(ConfigError, match=f"{flag} does not apply to the {model} model"):
+            with_sizes(get_preset(model).model, **{field: 2 if field != "dropout" else 0.1})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"model": "transformer", "block_size": 16, "n_embd": 64, "n_head": 5},
+     "--n-embd 64 must be divisible by --n-head 5"),
+    ({"model": "wavenet", "block_size": 12}, r"--context: the WaveNet context must be a power of two"),
+    ({"model": "mlp", "block_size": 3, "n_embd": 0}, "--n-embd must be an integer >= 1, got 0"),
+    ({"model": "mlp", "block_size": 3, "n_hidden": -4}, r"--n-embd2 \(n_hidden\) must be an integer >= 1"),
+    ({"model": "transformer", "block_size": 16, "n_layer": 0}, "--n-layer must be an integer >= 1"),
+    ({"model": "transformer", "block_size": 16, "n_embd": 16, "dropout": 1.0}, r"--dropout must be in \[0, 1\)"),
+    ({"model": "transformer", "block_size": 16, "n_embd": 16, "dropout": float("nan")}, r"--dropout must be in \[0, 1\)"),
+    ({"model": "bn-mlp", "block_size": 3, "dropout": 0.1}, "the bn-mlp model has no dropout"),
+    ({"model": "bn-mlp-deep", "block_size": 3, "n_layer": 1}, "needs >= 2 layers"),
 ])
-def test_cli_bad_inputs(capsys, tmp_path, args, message):
-    (tmp_path / "empty.txt").write_text("")
-    (tmp_path / "bad.txt").write_text("ann\nXavier\n")
-    (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    subst = {"EMPTY": tmp_path / "empty.txt", "BAD": tmp_path / "bad.txt", "NOTCKPT": tmp_path / "junk.npz"}
-    rc, _, err = run_cli(capsys, *[subst.get(a, a) for a in args])
-    assert rc == 2 and message in err and "Traceback" not in err, err
+def test_model_config_errors_name_the_flag_and_range(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig(**kwargs)
 
 
-def test_cli_lowercase_makes_bad_file_usable(capsys, tmp_path):
-    f = tmp_path / "caps.txt"
-    f.write_text("Anna\nBob\nEve\nIda\nJo\nKim\nLea\nMax\nNed\nOla\nPia\n")
-    rc, out, _ = run_cli(capsys, "--model", "bigram", "--data", f, "--lowercase", "--samples", "2")
-    assert rc == 0 and "jax bigram" in out
-
-
-# ---- short training runs, checkpoints --------------------------------------------------------------
-def final_losses(out: str) -> dict[str, float]:
-    line = next(ln for ln in out.splitlines() if " val " in ln)
-    parts = line.split(":", 1)[1].split()
-    return {parts[i]: float(parts[i + 1]) for i in range(0, 6, 2)}
-
-
-@pytest.mark.parametrize("model, framework, steps, below", [
-    ("mlp", "jax", 1000, 2.6),
-    ("backprop", "torch", 500, 2.7),
-    ("wavenet", "jax", 1000, 2.7),
-    ("transformer", "torch", 100, 2.8),
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lr": float("nan")}, "--learning-rate must be a finite number > 0, got nan"),
+    ({"lr": 0.0}, "--learning-rate must be a finite number > 0"),
+    ({"lr": float("inf")}, "--learning-rate must be a finite number > 0"),
+    ({"weight_decay": -0.1}, "--weight-decay must be a finite number >= 0"),
+    ({"batch_size": -1}, "--batch-size must be >= 1"),
+    ({"val_fraction": 0.7, "split": "makemore"}, r"--val-fraction must be in \(0, 0.5\]"),
+    ({"val_fraction": 0.1}, "needs --split makemore"),
 ])
-def test_short_schedule_learns(capsys, few_names, model, framework, steps, below):
-    rc, out, _ = run_cli(capsys, "--model", model, "--framework", framework, "--steps", steps,
-                         "--data", few_names, "--samples", 3)
-    assert rc == 0
-    losses = final_losses(out)
-    assert losses["val"] < below < LN27, losses
-    assert "samples (* = new" in out
-
-
-def test_lecture_rng_runs_agree_across_frameworks(capsys, names_path):
-    """--lecture-rng: both frameworks start from the notebook's weights and see its batches,
-    so their short runs end at the same losses (up to float rounding)."""
-    out = {}
-    for fw in ("jax", "torch"):
-        rc, o, err = run_cli(capsys, "--model", "bn-mlp", "--framework", fw, "--steps", 300, "--lecture-rng",
-                             "--data", names_path, "--samples", 0)
-        assert rc == 0 and "replaying the lecture's random numbers (torch seed 2147483647)" in err
-        out[fw] = final_losses(o)
-    assert out["jax"]["val"] < 2.8 < LN27
-    for k in ("train", "val", "test"):
-        assert abs(out["jax"][k] - out["torch"][k]) < 2e-3, out
-
-
-def test_save_load_round_trip_across_frameworks(capsys, tmp_path, few_names):
-    ckpt = tmp_path / "bn.npz"
-    rc, out, _ = run_cli(capsys, "--model", "bn-mlp", "--steps", 300, "--data", few_names, "--samples", 0,
-                         "--save", ckpt)
-    assert rc == 0 and ckpt.is_file()
-    trained = final_losses(out)
-    for fw in ("jax", "torch"):  # --steps 300 again: nothing left to train, only evaluate
-        rc, out, _ = run_cli(capsys, "--load", ckpt, "--framework", fw, "--steps", 300, "--data", few_names,
-                             "--samples", 2)
-        assert rc == 0
-        again = final_losses(out)
-        assert all(abs(again[k] - trained[k]) < 1e-4 for k in trained), (fw, again, trained)
-    rc, out, err = run_cli(capsys, "--load", ckpt, "--model", "wavenet", "--data", few_names)
-    assert rc == 2 and "holds a 'bn-mlp' model, not 'wavenet'" in err
-
-
-def test_ladder_writes_table_and_plot(capsys, tmp_path, few_names):
-    rc, out, _ = run_cli(capsys, "--ladder", "--models", "bigram,bigram-nn", "--frameworks", "jax,torch",
-                         "--steps", 20, "--data", few_names, "--samples", 0, "--out", tmp_path)
-    assert rc == 0
-    assert "| bigram | jax | 729 |" in out and "| bigram-nn | torch | 729 |" in out
-    assert (tmp_path / "ladder.png").stat().st_size > 10_000
-    rows = json.loads((tmp_path / "ladder.json").read_text())
-    assert [r["model"] for r in rows] == ["bigram", "bigram", "bigram-nn", "bigram-nn"]
-    assert rows[0]["val"] == pytest.approx(rows[1]["val"], abs=1e-5) and rows[0]["val"] < 2.7
-
-
-def test_cli_subprocess_exit_code(tmp_path):
-    """A real process: the expected error is one line on stderr and exit code 2, no traceback."""
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "makemore.py"), "--model", "wavenet",
-                        "--context", "12", "--data", str(tmp_path / "none.txt")],
-                       capture_output=True, text=True, timeout=120, check=False)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "error:" in r.stderr, r.stderr
+def test_train_config_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(steps=10, **kwargs)
+    assert TrainConfig.from_dict(TrainConfig(steps=10, betas=(0.8, 0.9)).to_dict()).betas == (0.8, 0.9)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxgpt.common.makemore.config import ModelConfig
+from jaxgpt.makemore.layers import Tanh
 
 EPS = 1e-5
 
@@ -36,6 +37,7 @@ class BackpropMLP(nnx.Module):
         self.bnbias = nnx.Param(jax.random.normal(k[6], (H,)) * 0.1)
         self.bnmean_running = nnx.BatchStat(jnp.zeros(H))
         self.bnvar_running = nnx.BatchStat(jnp.ones(H))
+        self.act = Tanh()  # a layer (no parameters), so --diagnostics can watch it
         self.momentum = config.bn_momentum
         self.use_running_average = False
 
@@ -53,7 +55,7 @@ class BackpropMLP(nnx.Module):
         v["bnvar_inv"] = (v["bnvar"] + EPS) ** -0.5  # (H,)
         v["bnraw"] = v["bndiff"] * v["bnvar_inv"]  # (n, H)
         v["hpreact"] = self.bngain * v["bnraw"] + self.bnbias  # (n, H)
-        v["h"] = jnp.tanh(v["hpreact"])  # (n, H)
+        v["h"] = self.act(v["hpreact"])  # (n, H)
         v["logits"] = v["h"] @ self.W2 + self.b2  # (n, V)
         v["logit_maxes"] = v["logits"].max(1, keepdims=True)  # (n, 1)  for numerical stability only
         v["norm_logits"] = v["logits"] - v["logit_maxes"]  # (n, V)
@@ -124,7 +126,7 @@ class BackpropMLP(nnx.Module):
             mean, var = self.bnmean_running[...], self.bnvar_running[...]
         else:
             mean, var = hprebn.mean(0), hprebn.var(0, ddof=1)
-        h = jnp.tanh(self.bngain * (hprebn - mean) * (var + EPS) ** -0.5 + self.bnbias)  # (n, H)
+        h = self.act(self.bngain * (hprebn - mean) * (var + EPS) ** -0.5 + self.bnbias)  # (n, H)
         return h @ self.W2 + self.b2  # (n, V)
 
     def loss(self, x: jax.Array, y: jax.Array) -> jax.Array:

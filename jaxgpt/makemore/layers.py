@@ -93,8 +93,19 @@ class LayerNorm(nnx.Module):
 
 
 class Tanh(nnx.Module):
+    """tanh. With `probe` set (only on a throw-away copy, see `probe`), it records its output
+    (an nnx.Intermediate) and adds a zero nnx.Perturbation whose gradient is d loss / d output:
+    the lecture's `layer.out` and `layer.out.grad` for --diagnostics."""
+
+    def __init__(self):
+        self.probe = False
+
     def __call__(self, x: jax.Array) -> jax.Array:
-        return jnp.tanh(x)
+        out = jnp.tanh(x)
+        if self.probe:
+            self.sow(nnx.Intermediate, "out", out)
+            out = self.perturb("out_grad", out)
+        return out
 
 
 class FlattenConsecutive(nnx.Module):
@@ -154,6 +165,46 @@ def load_numpy(model: nnx.Module, weights: dict[str, np.ndarray]) -> None:
         if tuple(weights[k].shape) != tuple(v[...].shape):
             raise ValueError(f"{k}: shape {tuple(weights[k].shape)} in the weights, {tuple(v[...].shape)} in the model")
         v[...] = jnp.asarray(weights[k], v[...].dtype)
+
+
+def probe(model: nnx.Module, x: np.ndarray, y: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """One training-mode forward and backward on (x, y), for --diagnostics, leaving `model` untouched.
+
+    Returns numpy arrays: "act" / "act_grad" (every Tanh layer's output and d loss / d output, by
+    layer name), "params" / "grads" (every parameter and d loss / d parameter). The statistics
+    are computed from these by jaxgpt.common.makemore.diagnostics, for either framework. nnx.capture
+    collects what the Tanh layers sow and perturb: a first pass creates the zero perturbations, the
+    gradient with respect to them is the gradient with respect to the layers' outputs.
+    """
+    m = nnx.clone(model)  # the probe's forward updates BatchNorm statistics: not on the real model
+    m.train()
+    tanhs = [_name(p) for p, t in nnx.graph.iter_graph(m) if isinstance(t, Tanh)]
+    for name in tanhs:
+        _get(m, name).probe = True
+    x, y = jnp.asarray(x), jnp.asarray(y)
+
+    def loss(mod: nnx.Module) -> jax.Array:
+        return mod.loss(x, y)
+
+    _, perturbations = nnx.capture(loss, nnx.Perturbation)(m)
+
+    def loss_and_outputs(mod: nnx.Module, perts: nnx.State):
+        return nnx.capture(loss, nnx.Intermediate, init=perts)(mod)
+
+    (grads, act_grads), acts = nnx.grad(loss_and_outputs, argnums=(0, 1), has_aux=True)(m, perturbations)
+    params = {k: np.asarray(v[...]) for k, v in named_params(m).items()}
+    flat = {_name(p): np.asarray(v[...]) for p, v in nnx.to_flat_state(grads)}
+    return {"act": {k: np.asarray(_get(acts, k).out.get_value()[-1]) for k in tanhs},  # sow keeps a tuple of calls
+            "act_grad": {k: np.asarray(_get(act_grads, k).out_grad[...]) for k in tanhs},
+            "params": params, "grads": {k: flat[k] for k in params}}
+
+
+def _get(node, name: str):
+    """The sub-module or sub-state at dotted `name` ('' = the root; digits index lists)."""
+    for part in name.split(".") if name else []:
+        node = node[int(part)] if part.isdigit() else getattr(node, part) if not isinstance(node, nnx.State) \
+            else node[part]
+    return node
 
 
 def num_params(model: nnx.Module) -> int:

@@ -36,12 +36,13 @@ class MLP(nnx.Module):
             self.b1 = nnx.Param(jax.random.normal(rngs.params(), (H,)) * 0.01)
         self.W2 = nnx.Param(jax.random.normal(rngs.params(), (H, V)) * 0.01)
         self.b2 = nnx.Param(jnp.zeros(V))
+        self.act = Tanh()  # a layer (no parameters), so --diagnostics can watch it
 
     def __call__(self, x: jax.Array) -> jax.Array:
         B = x.shape[0]
         emb = self.C[x].reshape(B, -1)  # (B, T*E): the window's embeddings side by side
         hpre = emb @ self.W1  # (B, H)
-        h = jnp.tanh(self.bn(hpre) if self.batchnorm else hpre + self.b1)
+        h = self.act(self.bn(hpre) if self.batchnorm else hpre + self.b1)  # (B, H)
         return h @ self.W2 + self.b2  # (B, V)
 
     def loss(self, x: jax.Array, y: jax.Array) -> jax.Array:

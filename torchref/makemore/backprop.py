@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jaxgpt.common.makemore.config import ModelConfig
+from torchref.makemore.layers import Tanh
 
 EPS = 1e-5
 
@@ -32,6 +33,7 @@ class BackpropMLP(nn.Module):
         self.bnbias = nn.Parameter(torch.randn(H) * 0.1)
         self.register_buffer("bnmean_running", torch.zeros(H))
         self.register_buffer("bnvar_running", torch.ones(H))
+        self.act = Tanh()  # a layer (no parameters), so --diagnostics can watch it
         self.momentum = config.bn_momentum
 
     def forward_pass(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -48,7 +50,7 @@ class BackpropMLP(nn.Module):
         v["bnvar_inv"] = (v["bnvar"] + EPS) ** -0.5  # (H,)
         v["bnraw"] = v["bndiff"] * v["bnvar_inv"]  # (n, H)
         v["hpreact"] = self.bngain * v["bnraw"] + self.bnbias  # (n, H)
-        v["h"] = torch.tanh(v["hpreact"])  # (n, H)
+        v["h"] = self.act(v["hpreact"])  # (n, H)
         v["logits"] = v["h"] @ self.W2 + self.b2  # (n, V)
         v["logit_maxes"] = v["logits"].max(1, keepdim=True).values  # (n, 1)  for numerical stability only
         v["norm_logits"] = v["logits"] - v["logit_maxes"]  # (n, V)
@@ -124,7 +126,7 @@ class BackpropMLP(nn.Module):
             mean, var = hprebn.mean(0), hprebn.var(0, unbiased=True)
         else:
             mean, var = self.bnmean_running, self.bnvar_running
-        h = torch.tanh(self.bngain * (hprebn - mean) * (var + EPS) ** -0.5 + self.bnbias)  # (n, H)
+        h = self.act(self.bngain * (hprebn - mean) * (var + EPS) ** -0.5 + self.bnbias)  # (n, H)
         return h @ self.W2 + self.b2  # (n, V)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ Running statistics are buffers, updated under no_grad.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -91,8 +92,19 @@ class LayerNorm(nn.Module):
 
 
 class Tanh(nn.Module):
+    """tanh. With `probe` set (only on a throw-away copy, see `probe`), it keeps its output with
+    retain_grad, as the lecture's `layer.out`, so `out.grad` is d loss / d output (--diagnostics)."""
+
+    def __init__(self):
+        super().__init__()
+        self.probe, self.out = False, None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(x)
+        out = torch.tanh(x)
+        if self.probe:
+            out.retain_grad()
+            self.out = out
+        return out
 
 
 class FlattenConsecutive(nn.Module):
@@ -142,7 +154,27 @@ def load_numpy(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
     for k, v in own.items():
         if tuple(weights[k].shape) != tuple(v.shape):
             raise ValueError(f"{k}: shape {tuple(weights[k].shape)} in the weights, {tuple(v.shape)} in the model")
-    model.load_state_dict({k: torch.as_tensor(np.asarray(weights[k]), dtype=own[k].dtype) for k in own})
+    # np.array copies: arrays read from an .npz are read-only, which torch warns about
+    model.load_state_dict({k: torch.as_tensor(np.array(weights[k]), dtype=own[k].dtype) for k in own})
+
+
+def probe(model: nn.Module, x: np.ndarray, y: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """One training-mode forward and backward on (x, y), for --diagnostics, leaving `model` untouched.
+
+    The twin of jaxgpt.makemore.layers.probe: "act" / "act_grad" by Tanh layer name, "params" /
+    "grads" by parameter name, as numpy.
+    """
+    m = copy.deepcopy(model)  # the probe's forward updates BatchNorm statistics: not on the real model
+    m.train()
+    tanhs = {k: t for k, t in m.named_modules() if isinstance(t, Tanh)}
+    for t in tanhs.values():
+        t.probe = True
+    m.zero_grad(set_to_none=True)
+    m.loss(torch.as_tensor(x).long(), torch.as_tensor(y).long()).backward()
+    params = {k: p.detach().numpy().copy() for k, p in m.named_parameters()}
+    grads = {k: p.grad.numpy().copy() for k, p in m.named_parameters()}
+    return {"act": {k: t.out.detach().numpy().copy() for k, t in tanhs.items()},
+            "act_grad": {k: t.out.grad.numpy().copy() for k, t in tanhs.items()}, "params": params, "grads": grads}
 
 
 def num_params(model: nn.Module) -> int:

@@ -30,12 +30,13 @@ class MLP(nn.Module):
             self.b1 = nn.Parameter(torch.randn(H) * 0.01)
         self.W2 = nn.Parameter(torch.randn(H, V) * 0.01)
         self.b2 = nn.Parameter(torch.zeros(V))
+        self.act = Tanh()  # a layer (no parameters), so --diagnostics can watch it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
         emb = self.C[x].reshape(B, -1)  # (B, T*E): the window's embeddings side by side
         hpre = emb @ self.W1  # (B, H)
-        h = torch.tanh(self.bn(hpre) if self.batchnorm else hpre + self.b1)
+        h = self.act(self.bn(hpre) if self.batchnorm else hpre + self.b1)  # (B, H)
         return h @ self.W2 + self.b2  # (B, V)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

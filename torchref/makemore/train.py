@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 from jaxgpt.common.makemore.config import ModelConfig, TrainConfig, lr_at
+from jaxgpt.common.makemore.data import step_seed
 from torchref.makemore.backprop import BackpropMLP
 from torchref.makemore.bigram import BigramCounts, NeuralBigram
-from torchref.makemore.layers import load_numpy, named_params, num_params, state_numpy
+from torchref.makemore.layers import load_numpy, named_params, num_params, probe, state_numpy
 from torchref.makemore.mlp import MLP, BatchNormMLP, DeepBatchNormMLP
 from torchref.makemore.rnn import RNN
 from torchref.makemore.transformer import BoW, Transformer
@@ -40,7 +41,7 @@ class Trainer:
     framework = "torch"
 
     def __init__(self, config: ModelConfig, train: TrainConfig, seed: int = 0) -> None:
-        self.config, self.train_cfg, self.step_count = config, train, 0
+        self.config, self.train_cfg, self.step_count, self.seed = config, train, 0, seed
         self.model = build_model(config, train, seed)
         self.manual = isinstance(self.model, BackpropMLP)  # trains with its hand-written backward
         params = list(self.model.parameters())
@@ -70,7 +71,10 @@ class Trainer:
             for k, p in named_params(self.model).items():
                 p.grad = grads[k]
         else:
-            loss = self.model.loss(xb, yb)
+            kw = {}
+            if self.config.dropout > 0:  # masks from a per-step generator: the same on resume
+                kw["dropout_gen"] = torch.Generator().manual_seed(step_seed(self.seed, self.step_count))
+            loss = self.model.loss(xb, yb, **kw)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
         self.opt.step()
@@ -78,7 +82,8 @@ class Trainer:
         return loss.detach()
 
     def train_steps(self, idx: np.ndarray | None, k: int | None = None) -> float:
-        """Run len(idx) steps on the batches X[idx[i]] (idx None: k full-batch steps); mean loss."""
+        """Run len(idx) steps on the batches X[idx[i]] (idx None: k full-batch steps); mean loss
+        (NaN or inf when the run diverged: the caller stops)."""
         self.model.train()
         losses = []
         if idx is None:
@@ -87,10 +92,7 @@ class Trainer:
         else:
             for ix in torch.as_tensor(idx).long():
                 losses.append(self.one_step(self._X[ix], self._Y[ix]))
-        loss = float(torch.stack(losses).mean())
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss} at step ~{self.step_count}; lower the learning rate")
-        return loss
+        return float(torch.stack(losses).mean())
 
     def step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """One optimiser step on this batch (scripts/compare.py's interface): (loss, grad norm = nan, not tracked)."""
@@ -123,7 +125,40 @@ class Trainer:
     def load_numpy(self, weights: dict[str, np.ndarray]) -> None:
         load_numpy(self.model, weights)
         if self.opt is not None:
-            self.opt.state.clear()  # moments restart; the step (and lr schedule) does not
+            self.opt.state.clear()  # moments restart (load_optimizer_numpy sets them)
+
+    def optimizer_numpy(self) -> dict[str, np.ndarray]:
+        """AdamW's step count and moments by parameter name (the JAX twin gives the same keys); {} for SGD."""
+        if self.train_cfg.optimizer != "adamw":
+            return {}
+        params = named_params(self.model)
+        states = [self.opt.state.get(p) for p in params.values()]
+        if not all(states):  # no step taken yet: the moments are zeros, the count 0
+            return {"count": np.asarray(0, np.int32), **{f"{m}.{k}": np.zeros(p.shape, np.float32)
+                                                         for m in ("mu", "nu") for k, p in params.items()}}
+        return {"count": np.asarray(int(states[0]["step"]), np.int32),
+                **{f"mu.{k}": st["exp_avg"].numpy().copy() for k, st in zip(params, states)},
+                **{f"nu.{k}": st["exp_avg_sq"].numpy().copy() for k, st in zip(params, states)}}
+
+    def load_optimizer_numpy(self, state: dict[str, np.ndarray]) -> None:
+        """Restore `optimizer_numpy()`'s arrays (from either framework); {} keeps fresh moments."""
+        if not state or self.train_cfg.optimizer != "adamw":
+            return
+        params = named_params(self.model)
+        missing = sorted({f"mu.{k}" for k in params} - set(state))
+        if missing:
+            raise ValueError(f"optimizer state does not fit the model: missing {missing[:5]}")
+        self.opt.state.clear()
+        if int(state["count"]) == 0:
+            return
+        for k, p in params.items():
+            self.opt.state[p] = {"step": torch.tensor(float(state["count"])),
+                                 "exp_avg": torch.as_tensor(np.array(state[f"mu.{k}"]), dtype=p.dtype),
+                                 "exp_avg_sq": torch.as_tensor(np.array(state[f"nu.{k}"]), dtype=p.dtype)}
+
+    def probe(self, x: np.ndarray, y: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """Activations, their gradients, parameters and gradients on one batch (--diagnostics)."""
+        return probe(self.model, x, y)
 
     def num_params(self) -> int:
         return num_params(self.model) if self.config.model != "bigram" else self.config.vocab_size ** 2

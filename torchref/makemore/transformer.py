@@ -1,5 +1,7 @@
 """makemore.py's attention models in PyTorch: Transformer and bag-of-words, the twins of
-jaxgpt/makemore/transformer.py."""
+jaxgpt/makemore/transformer.py. Dropout draws its masks from the `dropout_gen` generator the
+trainer passes (one per step, seeded by (seed, step), so a resumed run drops the same units);
+without it (evaluation, sampling) there is no dropout."""
 
 from __future__ import annotations
 
@@ -17,23 +19,32 @@ def causal_mask(T: int) -> torch.Tensor:
     return torch.tril(torch.ones(T, T, dtype=torch.bool))  # (T, T): position t sees 0..t
 
 
+def dropout(x: torch.Tensor, rate: float, gen: torch.Generator | None) -> torch.Tensor:
+    """Inverted dropout: zero each element with probability `rate`, scale the rest by 1/(1-rate)."""
+    if gen is None or rate == 0.0:
+        return x
+    keep = torch.rand(x.shape, generator=gen) >= rate
+    return torch.where(keep, x / (1.0 - rate), 0.0)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         C = config.n_embd
         self.c_attn = Linear(C, 3 * C, init="torch")
         self.c_proj = Linear(C, C, init="torch")
-        self.n_head = config.n_head
+        self.n_head, self.dropout = config.n_head, config.dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         B, T, C = x.shape
         nh, hs = self.n_head, C // self.n_head
         q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
         q, k, v = (t.view(B, T, nh, hs).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, T)
         att = F.softmax(att.masked_fill(~causal_mask(T), float("-inf")).float(), dim=-1)
+        att = dropout(att, self.dropout, gen)
         y = (att @ v).transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side
-        return self.c_proj(y)
+        return dropout(self.c_proj(y), self.dropout, gen)
 
 
 def new_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -55,10 +66,11 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config)
         self.ln_2 = LayerNorm(config.n_embd)
         self.mlp = MLP(config.n_embd, 4 * config.n_embd)
+        self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp.c_proj(new_gelu(self.mlp.c_fc(self.ln_2(x))))
+    def forward(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), gen)
+        return x + dropout(self.mlp.c_proj(new_gelu(self.mlp.c_fc(self.ln_2(x)))), self.dropout, gen)
 
 
 class Transformer(nn.Module):
@@ -70,16 +82,17 @@ class Transformer(nn.Module):
         self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = LayerNorm(config.n_embd)
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False, init="torch")
+        self.dropout = config.dropout
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, dropout_gen: torch.Generator | None = None) -> torch.Tensor:
         T = idx.shape[1]
-        x = self.wte(idx) + self.wpe(torch.arange(T))  # (B, T, C)
+        x = dropout(self.wte(idx) + self.wpe(torch.arange(T)), self.dropout, dropout_gen)  # (B, T, C)
         for block in self.h:
-            x = block(x)
+            x = block(x, dropout_gen)
         return self.lm_head(self.ln_f(x))  # (B, T, V)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return cross_entropy(self(x), y)
+    def loss(self, x: torch.Tensor, y: torch.Tensor, dropout_gen: torch.Generator | None = None) -> torch.Tensor:
+        return cross_entropy(self(x, dropout_gen), y)
 
 
 class BoWBlock(nn.Module):

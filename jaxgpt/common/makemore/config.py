@@ -8,9 +8,11 @@ model from the same ModelConfig, so a checkpoint written by one loads into the o
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from jaxgpt.common.config import lookup
 from jaxgpt.common.schedule import OptimConfig
 from jaxgpt.common.schedule import lr_at as warmup_cosine
 
@@ -22,6 +24,10 @@ MODELS = ("bigram", "bigram-nn", "mlp", "bn-mlp", "bn-mlp-deep", "backprop", "wa
 # Models that read a fixed window of previous characters and predict one next character;
 # the others (makemore.py's) read a whole name and predict every next character at once.
 WINDOW_MODELS = ("bigram", "bigram-nn", "mlp", "bn-mlp", "bn-mlp-deep", "backprop", "wavenet")
+# Models with tanh layers, whose activations, gradients and update ratios --diagnostics plots.
+DIAGNOSTIC_MODELS = ("mlp", "bn-mlp", "bn-mlp-deep", "backprop", "wavenet")
+# Models with dropout (nanoGPT's placement: embeddings, attention weights, residual branches).
+DROPOUT_MODELS = ("transformer",)
 
 
 class ConfigError(ValueError):
@@ -30,6 +36,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """A model's shape. Errors name the command-line flag of the field (scripts/makemore.py)."""
+
     model: str  # one of MODELS
     block_size: int  # context: characters seen (window models) or the longest sequence (makemore's)
     vocab_size: int = VOCAB_SIZE
@@ -39,22 +47,36 @@ class ModelConfig:
     n_head: int = 4  # attention heads (transformer)
     bn_momentum: float = 0.001  # BatchNorm running-stat update rate (part 3 used 0.001, its layer class 0.1)
     smoothing: float = 1.0  # add-k smoothing of the bigram counts (k=1 in lecture 1)
+    dropout: float = 0.0  # dropout rate in training (DROPOUT_MODELS only); 0 = makemore.py's model
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.block_size < 1:
-            raise ConfigError(f"context length (block_size) must be >= 1, got {self.block_size}")
+            raise ConfigError(f"--context (block_size) must be >= 1, got {self.block_size}")
+        for flag, value in (("--n-embd", self.n_embd), ("--n-embd2 (n_hidden)", self.n_hidden),
+                            ("--n-layer", self.n_layer), ("--n-head", self.n_head)):
+            if value < 1:
+                raise ConfigError(f"{flag} must be an integer >= 1, got {value}")
         if self.model == "wavenet":
             b = self.block_size
             # Each FlattenConsecutive(2) stage halves the sequence; they must end at exactly one.
             if b < 2 or b & (b - 1):
-                raise ConfigError(f"WaveNet context must be a power of two >= 2 (it is halved by each "
-                                  f"FlattenConsecutive(2) stage), got {b}; try 8 or 16")
+                raise ConfigError(f"--context: the WaveNet context must be a power of two >= 2 (it is halved "
+                                  f"by each FlattenConsecutive(2) stage), got {b}; try 8 or 16")
+        if self.model == "bn-mlp-deep" and self.n_layer < 2:
+            raise ConfigError(f"--n-layer: the deep BN-MLP needs >= 2 layers (a hidden one and the output one), "
+                              f"got {self.n_layer}")
         if self.model == "transformer" and self.n_embd % self.n_head:
-            raise ConfigError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
-        if self.n_embd < 1 or self.n_hidden < 1 or self.n_layer < 1:
-            raise ConfigError("n_embd, n_hidden and n_layer must be >= 1")
+            raise ConfigError(f"--n-embd {self.n_embd} must be divisible by --n-head {self.n_head} "
+                              f"(each head gets n_embd / n_head channels); e.g. --n-head 4 with --n-embd 64")
+        if not (math.isfinite(self.dropout) and 0 <= self.dropout < 1):
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.dropout and self.model not in DROPOUT_MODELS:
+            raise ConfigError(f"--dropout: the {self.model} model has no dropout (only {', '.join(DROPOUT_MODELS)}); "
+                              "drop the flag")
+        if not (math.isfinite(self.bn_momentum) and 0 < self.bn_momentum <= 1):
+            raise ConfigError(f"bn_momentum must be in (0, 1], got {self.bn_momentum}")
 
     @property
     def is_window(self) -> bool:
@@ -84,20 +106,85 @@ class TrainConfig:
     eps: float = 1e-8
     l2: float = 0.0  # L2 penalty mean(W**2) added to the loss (the neural bigram's regulariser)
     split: str = "lecture"  # "lecture" (80/10/10) or "makemore" (test = min(1000, 10%))
+    val_fraction: float = 0.0  # "makemore" split: carve this fraction of the training names out as a
+    #                            validation set (seeded, data.split_words); 0 = makemore.py's own (val = test)
     eval_every: int = 0  # evaluate val loss every this many steps (0: only at the end)
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch_size < 0:
-            raise ConfigError(f"steps and batch_size must be >= 0, got {self.steps}, {self.batch_size}")
+        if self.steps < 0:
+            raise ConfigError(f"--steps (--max-steps) must be >= 0, got {self.steps}")
+        if self.batch_size < 0:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.optimizer not in ("sgd", "adamw", "none"):
             raise ConfigError(f"optimizer must be sgd, adamw or none, got {self.optimizer!r}")
+        if self.optimizer != "none" and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--learning-rate must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.lr_final) and self.lr_final >= 0):
+            raise ConfigError(f"lr_final must be a finite number >= 0, got {self.lr_final}")
+        if self.eval_every < 0 or self.warmup_steps < 0:
+            raise ConfigError(f"eval_every and warmup_steps must be >= 0, got {self.eval_every}, {self.warmup_steps}")
         if self.split not in ("lecture", "makemore"):
-            raise ConfigError(f"split must be 'lecture' or 'makemore', got {self.split!r}")
+            raise ConfigError(f"--split must be 'lecture' or 'makemore', got {self.split!r}")
+        if self.val_fraction and not (math.isfinite(self.val_fraction) and 0 < self.val_fraction <= 0.5):
+            raise ConfigError(f"--val-fraction must be in (0, 0.5], got {self.val_fraction}")
+        if self.val_fraction and self.split != "makemore":
+            raise ConfigError("--val-fraction carves a validation set out of makemore's training names: it needs "
+                              "--split makemore (the lecture split already has its own 10% validation set)")
         if self.schedule not in ("step", "cosine"):
             raise ConfigError(f"schedule must be 'step' or 'cosine', got {self.schedule!r}")
         if self.schedule == "cosine" and not (0 <= self.lr_final <= self.lr and 0 <= self.warmup_steps <= self.steps):
             raise ConfigError(f"cosine schedule needs 0 <= lr_final <= lr and 0 <= warmup_steps <= steps, got "
                               f"lr={self.lr}, lr_final={self.lr_final}, warmup_steps={self.warmup_steps}, steps={self.steps}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])  # JSON gives a list
+        return cls(**d)
+
+
+# Which model uses which size field, and the command-line flag that sets it (errors name the flag).
+SIZE_FLAGS = {"block_size": "--context", "n_embd": "--n-embd", "n_hidden": "--n-embd2", "n_layer": "--n-layer",
+              "n_head": "--n-head", "dropout": "--dropout"}
+_USES = {
+    "block_size": set(MODELS) - {"bigram", "bigram-nn"},  # the bigrams see exactly one character
+    "n_embd": set(MODELS) - {"bigram", "bigram-nn"},
+    "n_hidden": set(MODELS) - {"bigram", "bigram-nn", "transformer"},  # the transformer's MLP is 4 x n_embd
+    "n_layer": {"bn-mlp-deep", "transformer"},
+    "n_head": {"transformer"},
+    "dropout": set(DROPOUT_MODELS),
+}
+
+
+def with_sizes(cfg: ModelConfig, **sizes: Any) -> ModelConfig:
+    """`cfg` with the given size fields (None: keep the preset's); a field the model does not have is an error."""
+    given = {k: v for k, v in sizes.items() if v is not None}
+    for k in given:
+        if cfg.model not in _USES[k]:
+            users = ", ".join(m for m in MODELS if m in _USES[k])
+            raise ConfigError(f"{SIZE_FLAGS[k]} does not apply to the {cfg.model} model (it applies to: {users}); "
+                              "drop the flag")
+    return replace(cfg, **given)
+
+
+def rescale(cfg: TrainConfig, steps: int | None) -> TrainConfig:
+    """The same schedule over `steps` steps: the lr drop and the warm-up move proportionally (a cosine
+    always ends at `steps`), evaluation at least ten times. None: unchanged."""
+    if steps is None or cfg.steps == 0 or steps == cfg.steps:
+        return cfg
+    if steps < 0:
+        raise ConfigError(f"--steps must be >= 0, got {steps}")
+    decay = cfg.lr_decay_step
+    if decay is not None:
+        decay = round(decay * steps / cfg.steps)
+    return replace(cfg, steps=steps, lr_decay_step=decay, warmup_steps=round(cfg.warmup_steps * steps / cfg.steps),
+                   eval_every=min(cfg.eval_every, max(steps // 10, 1)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -162,6 +249,7 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]
+    try:
+        return lookup(PRESETS, name, "makemore model")
+    except ValueError as e:  # the one registry lookup's message, as this module's error type
+        raise ConfigError(str(e)) from None

@@ -115,19 +115,28 @@ def default_words(cache: Path | None = None, url: str = NAMES_URL, timeout: floa
         return words, f"US-census first names ({len(words)}, `names` package; offline fallback)"
 
 
-def split_words(words: list[str], scheme: str = "lecture", seed: int | None = None) -> tuple[list[str], list[str], list[str]]:
+VAL_SEED = 1337  # the validation carve-out's permutation; fixed, so every run selects on the same names
+
+
+def split_words(words: list[str], scheme: str = "lecture", seed: int | None = None,
+                val_fraction: float = 0.0) -> tuple[list[str], list[str], list[str]]:
     """(train, val, test) word lists.
 
     lecture: random.seed(42); random.shuffle(words); 80% / 10% / 10% (lectures 2-5).
     makemore: makemore.py's own split: torch.manual_seed(3407); rp = torch.randperm(len(words));
     test = the last min(1000, 10%) words of that order, train the rest. With the default seed these
     are exactly makemore.py's test words, so its reported test loss is comparable. makemore.py has
-    no validation set and reports its test loss, so val is the test set there.
+    no validation set and reports its test loss, so val is the test set there, unless
+    `val_fraction` > 0: then round(val_fraction * len(train)) of the training words, chosen by a
+    permutation seeded with VAL_SEED, become the validation set (names.txt, 0.1: 3,103 of 31,033),
+    so that a recipe can be chosen without looking at the test names.
     """
     words = list(words)
     if len(words) < 10:
         raise DataError(f"{len(words)} words are too few to split into train/val/test; give at least 10")
     if scheme == "lecture":
+        if val_fraction:
+            raise DataError("val_fraction applies to the makemore split (the lecture split has its own 10% val)")
         random.Random(42 if seed is None else seed).shuffle(words)  # = random.seed(42); random.shuffle
         n1, n2 = int(0.8 * len(words)), int(0.9 * len(words))
         return words[:n1], words[n1:n2], words[n2:]
@@ -136,7 +145,14 @@ def split_words(words: list[str], scheme: str = "lecture", seed: int | None = No
         n_test = min(1000, int(len(words) * 0.1))
         train = [words[i] for i in rp[:-n_test]]
         test = [words[i] for i in rp[-n_test:]]
-        return train, test, test
+        if not val_fraction:
+            return train, test, test
+        if not 0 < val_fraction <= 0.5:
+            raise DataError(f"val_fraction must be in (0, 0.5], got {val_fraction}")
+        n_val = max(1, round(val_fraction * len(train)))
+        is_val = np.zeros(len(train), bool)
+        is_val[np.random.default_rng(VAL_SEED).permutation(len(train))[:n_val]] = True
+        return ([w for w, v in zip(train, is_val) if not v], [w for w, v in zip(train, is_val) if v], test)
     raise DataError(f"unknown split {scheme!r}; use 'lecture' or 'makemore'")
 
 
@@ -174,16 +190,46 @@ def batch_indices(rng: np.random.Generator, n: int, steps: int, batch_size: int)
     return rng.integers(0, n, size=(steps, batch_size), dtype=np.int32)
 
 
+BATCH_BLOCK = 1000  # steps per block of batch indices drawn from one generator (see step_batches)
+
+
+def step_batches(seed: int, start: int, k: int, n: int, batch_size: int) -> np.ndarray:
+    """(k, batch_size) example indices of steps start .. start+k-1: the batches of a training run.
+
+    Step s's batch is row s % BATCH_BLOCK of the block default_rng((seed, s // BATCH_BLOCK)) draws,
+    so it depends on (seed, step) only: JAX's 1000-step chunks and torch's 100-step ones see the
+    same batches, and a resumed run sees the batches the uninterrupted run would have seen.
+    """
+    rows, s = [], start
+    while s < start + k:
+        b = s // BATCH_BLOCK
+        block = np.random.default_rng((seed, b)).integers(0, n, size=(BATCH_BLOCK, batch_size), dtype=np.int32)
+        lo, hi = s - b * BATCH_BLOCK, min(BATCH_BLOCK, start + k - b * BATCH_BLOCK)
+        rows.append(block[lo:hi])
+        s = b * BATCH_BLOCK + hi
+    return np.concatenate(rows) if rows else np.zeros((0, batch_size), np.int32)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """A 63-bit seed for (run seed, step): torch's per-step dropout generator (exact on resume)."""
+    return int(np.random.SeedSequence((seed, step)).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
 def sample_words(logits_fn: Callable[[np.ndarray], np.ndarray], block_size: int, windowed: bool, n: int,
-                 rng: np.random.Generator, max_len: int | None = None, temperature: float = 1.0) -> list[str]:
-    """Sample `n` names at once from a model, whatever its framework.
+                 rng: np.random.Generator, max_len: int | None = None, temperature: float = 1.0,
+                 top_k: int | None = None) -> list[str]:
+    """Sample `n` names at once from a model, whatever its framework (makemore.py's `generate`).
 
     logits_fn: (n, block_size) int32 -> logits as numpy; (n, V) for window models (the next
     character), (n, block_size, V) for sequence models (every position; causal, so later
-    positions are padding that does not matter).
+    positions are padding that does not matter). Each step divides the logits by `temperature`
+    (0: greedy, the most likely character), keeps the `top_k` most likely characters (None: all)
+    and draws from the softmax, in float64 numpy: the same seed and weights give the same names
+    in either framework.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    from jaxgpt.common.config import check_sampling_args
+
+    check_sampling_args(temperature, top_k, None, len(CHARS))
     max_len = max_len or (block_size - 1 if not windowed else 50)
     ctx = np.zeros((n, block_size), np.int32)
     out = np.zeros((n, max_len), np.int32)
@@ -191,10 +237,16 @@ def sample_words(logits_fn: Callable[[np.ndarray], np.ndarray], block_size: int,
     for t in range(max_len):
         logits = np.asarray(logits_fn(ctx), np.float64)
         logits = logits if windowed else logits[:, t]
-        logits = logits / temperature
-        p = np.exp(logits - logits.max(-1, keepdims=True))
-        p /= p.sum(-1, keepdims=True)
-        ix = np.array([rng.choice(len(row), p=row) for row in p], np.int32)
+        if temperature == 0:
+            ix = logits.argmax(-1).astype(np.int32)
+        else:
+            logits = logits / temperature
+            if top_k is not None:  # makemore.py: logits below the k-th largest become -inf
+                kth = np.sort(logits, axis=-1)[:, -top_k][:, None]
+                logits = np.where(logits < kth, -np.inf, logits)
+            p = np.exp(logits - logits.max(-1, keepdims=True))
+            p /= p.sum(-1, keepdims=True)
+            ix = np.array([rng.choice(len(row), p=row) for row in p], np.int32)
         ix[done] = 0
         out[:, t] = ix
         done |= ix == 0
