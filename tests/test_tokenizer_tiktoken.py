@@ -99,19 +99,11 @@ def test_wrapper_classes():
         from_tiktoken("no_such_encoding")
 
 
+@pytest.mark.parametrize("name", ["gpt2", "cl100k_base"])
 @settings(max_examples=200, deadline=None)
 @given(text=st.one_of(unicode_text, mixed_text))
-def test_hypothesis_exact_gpt2(text):
-    ours, enc = _cached("gpt2")
-    ids = ours.encode_ordinary(text)
-    assert ids == enc.encode_ordinary(text)
-    assert ours.decode(ids) == text
-
-
-@settings(max_examples=200, deadline=None)
-@given(text=st.one_of(unicode_text, mixed_text))
-def test_hypothesis_exact_cl100k(text):
-    ours, enc = _cached("cl100k_base")
+def test_hypothesis_exact(name, text):
+    ours, enc = _cached(name)
     ids = ours.encode_ordinary(text)
     assert ids == enc.encode_ordinary(text)
     assert ours.decode(ids) == text
