@@ -74,8 +74,8 @@ class TrainConfig:
         if self.batch_order not in BATCH_ORDERS:
             problems.append(f"--batch_order={self.batch_order!r} is unknown; use one of {', '.join(BATCH_ORDERS)}")
         if self.doc_shuffle_seed is not None and self.batch_order != "sequential":
-            problems.append(f"--doc_shuffle_seed applies to --batch_order=sequential (random windows already mix "
-                            f"documents); drop it or use --batch_order=sequential")
+            problems.append("--doc_shuffle_seed applies to --batch_order=sequential (random windows already mix "
+                            "documents); drop it or use --batch_order=sequential")
         if self.dtype not in DTYPES:
             problems.append(f"--dtype={self.dtype!r} is unknown; use one of {', '.join(DTYPES)}")
         if problems:
