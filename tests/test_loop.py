@@ -49,6 +49,9 @@ class FakeTrainer:
         self.events.append(("eval", self.step_count))
         return self.val
 
+    def finite(self):
+        return True
+
     def save(self, directory: Path):
         self.events.append(("save", self.step_count))
         (Path(directory) / "state.bin").write_bytes(b"x" * 10)

@@ -237,9 +237,21 @@ class CheckpointDir:
         commit_save(pending, is_primary=self.is_primary, barrier=self.barrier)
         if self.is_primary:
             complete = [s for s in self.steps() if checkpoint_exists(self.path(s))]
+            protected = self.newest_finite()  # the one a diverged run goes back to: never pruned
             for s in complete[:-self.keep]:
-                shutil.rmtree(self.path(s), ignore_errors=True)
+                if s != protected:
+                    shutil.rmtree(self.path(s), ignore_errors=True)
         self.barrier()
+
+    def newest_finite(self) -> int | None:
+        """The step of the newest complete checkpoint whose writer checked its state finite (meta "finite")."""
+        for step in reversed(self.steps()):
+            try:
+                if check_complete(self.path(step)).get("finite"):
+                    return step
+            except ValueError:
+                continue
+        return None
 
     def restore_latest(self, restore: Callable[[Path, dict[str, Any]], None]) -> dict[str, Any] | None:
         """Call `restore(path, meta)` on the newest checkpoint that is complete and loads; its meta, or None.

@@ -12,9 +12,11 @@ Per step (`Loop.run`):
 At the end: a final evaluation, a final checkpoint, the Hugging Face export, metrics.json.
 
 Stopping (jaxgpt/common/runlog.py, the same at every stage): SIGINT/SIGTERM finish the step in
-flight, write a checkpoint and exit 128+N; a non-finite loss (train or val) stops the run before
-anything is saved, exit 3, naming the last checkpoint. Nothing here imports jax or torch: the
-framework comes in through `Runtime` (built by jaxgpt/train/runtime.py or its torch twin).
+flight, write a checkpoint and exit 128+N; a non-finite loss (train or val), or non-finite
+parameters found when a checkpoint is due, stop the run before anything is saved, exit 3, naming
+the newest finite checkpoint and a retry `--resume` accepts (a lower --lr or a longer warm-up).
+Nothing here imports jax or torch: the framework comes in through `Runtime` (built by
+jaxgpt/train/runtime.py or its torch twin).
 """
 
 from __future__ import annotations
@@ -153,6 +155,7 @@ class Loop:
         self.t_last = time.perf_counter()
         self.train_seconds, self.steps_timed = 0.0, 0  # this session, compile step excluded
         self.last_samples: list[str] = []
+        self.saved: set[int] = set()  # checkpoints written by this session
 
     # ---- one step ------------------------------------------------------------------------------
     def dispatch(self, step: int) -> None:
@@ -190,11 +193,17 @@ class Loop:
             self.csv.append(row)
 
     def diverged(self, what: str) -> None:
+        """Stop with exit 3, naming the checkpoint to go back to and a retry that --resume accepts."""
         self.ckpts.commit()  # a checkpoint still being written holds an earlier, finite state
-        last = self.ckpts.steps()
-        raise Stop(f"{what}; stopping without saving. The last checkpoint is "
-                   f"{self.ckpts.path(last[-1]) if last else 'none (no checkpoint was written yet)'}; to retry, start "
-                   "a new run (another --out_dir) with a lower --lr or a longer --warmup_steps", EXIT_DIVERGED)
+        good = self.ckpts.newest_finite()
+        lr, warmup = self.optim.lr, self.optim.warmup_steps
+        retry = f"a lower --lr (e.g. --lr={lr / 2:g}) or a longer --warmup_steps (e.g. --warmup_steps={max(2 * warmup, 100)})"
+        if good is None:
+            where = f"no checkpoint was written yet; start again with --force and {retry}"
+        else:
+            where = (f"the newest finite checkpoint is {self.ckpts.path(good)} (step {good}); continue from it with "
+                     f"--resume and {retry}")
+        raise Stop(f"{what}; stopping without saving: {where}", EXIT_DIVERGED)
 
     # ---- evaluations ---------------------------------------------------------------------------
     def evaluate(self, step: int, final: bool = False) -> dict:
@@ -236,10 +245,13 @@ class Loop:
     # ---- checkpoints ---------------------------------------------------------------------------
     def save(self, step: int) -> None:
         """A checkpoint of the state after `step` steps (all processes call it: the writers may be collective)."""
-        self.flush()
+        self.flush()  # a non-finite loss of the step in flight stops the run here
+        if not self.trainer.finite():
+            self.diverged(f"the parameters or AdamW moments hold NaN/inf after step {step - 1}")
         self.ckpts.save(step, self.rt.save or self.trainer.save, {
             **self.meta, "framework": self.trainer.framework, "state_format": self.trainer.state_format,
-            "loader": self.data.train.state()})
+            "loader": self.data.train.state(), "finite": True})
+        self.saved.add(step)
         self.rt.log(f"saved checkpoint {self.ckpts.path(step)}" + (" (writing in the background)"
                                                                    if self.ckpts.pending else ""))
 

