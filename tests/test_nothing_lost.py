@@ -168,3 +168,62 @@ def test_the_trainers_find_a_non_finite_moment(framework):
     state[key].flat[3] = np.inf
     trainer.load_train_state_numpy(state)
     assert not trainer.finite()
+
+
+# ---- checksummed checkpoints (items 2-4) -----------------------------------------------------------------
+
+def snapshot(d: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished(shards, tmp_path_factory) -> Path:
+    """6 steps, checkpoints at 2, 4 and 6, the final model in hf/."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert train(out, shards) == 0
+    return out
+
+
+def largest_state_file(step_dir: Path) -> Path:
+    return max((p for p in step_dir.rglob("*") if p.is_file() and p.name != "meta.json"), key=lambda p: p.stat().st_size)
+
+
+@pytest.mark.parametrize("damage", ["same-size overwrite", "no meta.json"])
+def test_a_damaged_newest_checkpoint_is_named_skipped_and_written_again(finished, shards, tmp_path, capsys, damage):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    newest = out / "checkpoints" / "step_00000006"
+    if damage == "no meta.json":  # a save interrupted before its last file
+        (newest / "meta.json").unlink()
+    else:  # 8 bytes overwritten in place: the size, and so the old manifest, still agree
+        victim = largest_state_file(newest)
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2: len(data) // 2 + 8] = b"\xff" * 8
+        victim.write_bytes(bytes(data))
+    shutil.rmtree(out / "hf")
+    assert train(out, shards, resume=True) == 0
+    got = capsys.readouterr()
+    assert "skipping checkpoint" in got.out + got.err and "step_00000006" in got.out + got.err
+    if damage != "no meta.json":
+        assert "does not match its crc32" in got.out + got.err
+    assert f"resumed from {out / 'checkpoints' / 'step_00000004'} at step 4" in got.out
+    # Step 6 was reached again and written again (not mistaken for a checkpoint); the run equals the original.
+    assert check_complete(newest, verify=True)["step"] == 6
+    assert snapshot(out / "hf") == {out / p.relative_to(finished): b for p, b in snapshot(finished / "hf").items()}
+
+
+def test_resume_with_no_usable_checkpoint_is_an_error_and_changes_nothing(finished, shards, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    for step_dir in (out / "checkpoints").glob("step_*"):
+        victim = largest_state_file(step_dir)
+        data = bytearray(victim.read_bytes())
+        data[-1] ^= 1
+        victim.write_bytes(bytes(data))
+    before = snapshot(out)
+    assert train(out, shards, resume=True) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("error: no usable checkpoint in") and "step_00000002" in err and "step_00000006" in err
+    assert snapshot(out) == before
+    assert train(tmp_path / "empty", shards, resume=True) == 1
+    assert "--resume: no checkpoint in" in capsys.readouterr().err

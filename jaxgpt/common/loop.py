@@ -290,7 +290,9 @@ class Loop:
         if self.data.codec is not None and self.cfg.sample_every:
             self.sample(end)
         self.ckpts.commit()
-        if not self.ckpts.steps() or self.ckpts.steps()[-1] != end:
+        # Saved unless written by this session or just resumed from (and verified): a step_ folder left by an
+        # interrupted save or found damaged on resume is rewritten, never taken for a checkpoint.
+        if end not in self.saved and end != self.first_step:
             self.save(end)
             self.ckpts.commit()
         if self.cfg.export_hf:
