@@ -227,3 +227,26 @@ def test_resume_with_no_usable_checkpoint_is_an_error_and_changes_nothing(finish
     assert snapshot(out) == before
     assert train(tmp_path / "empty", shards, resume=True) == 1
     assert "--resume: no checkpoint in" in capsys.readouterr().err
+
+
+# ---- run folders are never overwritten (item 5) ---------------------------------------------------------
+
+@pytest.mark.parametrize("keep", [("train_log.csv", "hf"), ("metrics.json",), ("checkpoints",)])
+def test_a_fresh_run_never_overwrites_an_earlier_runs_outputs(finished, shards, tmp_path, capsys, keep):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    for p in out.iterdir():
+        if p.name not in keep:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    before = snapshot(out)
+    assert train(out, shards, "--max_steps=2") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out} holds a previous run's outputs ({', '.join(keep)})" in err
+    assert "pass --resume to continue it, --force to replace it, or another --out_dir" in err
+    assert snapshot(out) == before
+    assert train(out, shards, "--max_steps=2", resume=True, force=True) == 2  # usage: one or the other
+    assert snapshot(out) == before
+    assert train(out, shards, "--max_steps=2", "--ckpt_every=0", force=True) == 0
+    assert "--force: removed the previous run's" in capsys.readouterr().out
+    assert [r["step"] for r in read_log(out / "train_log.csv") if "loss" in r] == [0, 1]
+    assert CheckpointDir(out / "checkpoints").steps() == [2]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +35,8 @@ from jaxgpt.common.checkpoint import (
     config_diff,
     read_safetensors_state,
 )
-from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.config import GPTConfig, UsageError
+from jaxgpt.common.data.codec import TOKENIZER_FILE
 from jaxgpt.common.recipes import RESUME_FIELDS, TrainConfig
 from jaxgpt.common.schedule import OptimConfig
 
@@ -96,6 +98,35 @@ def restore(trainer: Any, loader: Any, path: Path, meta: dict, identity: dict, l
     loader.load_state(meta["loader"])
     if changes:
         log(f"resume with changed settings: {', '.join(changes)}")
+
+
+# What a run of scripts/train.py leaves in its folder: a fresh run never writes over any of it.
+RUN_OUTPUTS = ("checkpoints", "train_log.csv", "metrics.json", "hf", "curves.png", TOKENIZER_FILE)
+
+
+def check_run_folder(out: Path, resume: bool, force: bool) -> list[Path]:
+    """What a fresh run with --force will replace; raise if a fresh run would overwrite an earlier run's outputs.
+
+    Checked before anything is written, so a refused run leaves the folder byte-for-byte as it was.
+    """
+    if resume and force:
+        raise UsageError("--resume continues the run in --out_dir and --force replaces it: pass one of them")
+    found = [out / name for name in RUN_OUTPUTS if (out / name).exists()]
+    if found and not resume and not force:
+        raise ValueError(f"{out} holds a previous run's outputs ({', '.join(p.name for p in found)}); pass --resume to "
+                         "continue it, --force to replace it, or another --out_dir (nothing was changed)")
+    return [] if resume else found
+
+
+def replace_run(found: list[Path], log: Callable[[str], None]) -> None:
+    """--force: delete the previous run's outputs (only those `check_run_folder` found), once the new run is set up."""
+    for p in found:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+    if found:
+        log(f"--force: removed the previous run's {', '.join(p.name for p in found)} from {found[0].parent}")
 
 
 def start_step(ckpts: CheckpointDir, trainer: Any, loader: Any, identity: dict, resume: bool,
