@@ -250,3 +250,77 @@ def test_a_fresh_run_never_overwrites_an_earlier_runs_outputs(finished, shards, 
     assert "--force: removed the previous run's" in capsys.readouterr().out
     assert [r["step"] for r in read_log(out / "train_log.csv") if "loss" in r] == [0, 1]
     assert CheckpointDir(out / "checkpoints").steps() == [2]
+
+
+# ---- prepared data tied to its inputs (item 6) ------------------------------------------------------------
+
+def poems(path: Path, n: int = 400) -> Path:
+    rng = np.random.default_rng(0)
+    words = ["la", "nuit", "mer", "vent", "rose", "ciel", "doux", "pâle", "ô", "cœur"]
+    path.write_text("\n\n".join(" ".join(rng.choice(words, 12)) + "\n" + " ".join(rng.choice(words, 9))
+                                for _ in range(n)) + "\n", encoding="utf-8")
+    return path
+
+
+def prepare_cfg(path: Path):
+    from jaxgpt.common.data.documents import DocSource
+    from jaxgpt.common.data.prepare import PrepareConfig
+
+    return PrepareConfig(DocSource(files=(str(path),)), shard_size=2000)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_prepare_refuses_to_resume_onto_an_input_edited_in_place(tmp_path, capsys):
+    from jaxgpt.common.data import prepare as prep
+
+    src, out = poems(tmp_path / "poems.txt"), tmp_path / "data"
+
+    def kill_after_two(entry: dict) -> None:
+        if len(list(out.glob("*.npy"))) == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        prep.prepare(prepare_cfg(src), out, progress=False, on_shard=kill_after_two, log=lambda m: None)
+    text = src.read_text(encoding="utf-8")
+    src.write_text(text.replace("nuit", "jour"), encoding="utf-8")  # same length, other content
+    assert src.stat().st_size == len(text.encode())
+    before = snapshot(out)
+    with pytest.raises(ValueError, match=rf"{out} was made from other input: {src} \(crc32 \w+ -> \w+\) changed"
+                                         r".*a new --out, or delete"):
+        prep.prepare(prepare_cfg(src), out, progress=False, log=lambda m: None)
+    assert snapshot(out) == before
+    assert prep.main(str(out), verify=True) == 1  # --verify checks the inputs too, not only the shards
+    err = capsys.readouterr().err
+    assert f"the input of {out} changed since its shards were made: {src} (crc32" in err and err.count("\n") == 1
+
+
+def test_a_rerun_rewrites_a_shard_that_fails_verification(tmp_path, capsys):
+    from jaxgpt.common.data import prepare as prep
+
+    src, out, ref = poems(tmp_path / "poems.txt"), tmp_path / "data", tmp_path / "ref"
+    for d in (out, ref):
+        prep.prepare(prepare_cfg(src), d, progress=False, log=lambda m: None)
+    names = sorted(p.name for p in out.glob("*_train_*.npy"))
+    victim = out / names[1]
+    data = bytearray(victim.read_bytes())
+    data[-3] ^= 0xFF  # a token changed, the size kept
+    victim.write_bytes(bytes(data))
+    assert prep.verify_shards(out) == [victim.name]
+    assert prep.main(str(out), files=[str(src)], shard_size=2000) == 0
+    assert "already complete" not in capsys.readouterr().out
+    assert prep.verify_shards(out) == [] and prep.main(str(out), verify=True) == 0
+    assert {p.name: p.read_bytes() for p in out.glob("*.npy")} == {p.name: p.read_bytes() for p in ref.glob("*.npy")}
+
+
+def test_a_manifest_that_is_a_json_list_is_one_line_error(tmp_path, capsys):
+    from jaxgpt.common.data import prepare as prep
+
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "manifest.json").write_text("[1, 2]")
+    assert prep.main(str(out), files=[str(poems(tmp_path / "p.txt", 20))]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "is not a manifest of scripts/prepare_data.py" in err and err.count("\n") == 1
