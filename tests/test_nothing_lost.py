@@ -324,3 +324,27 @@ def test_a_manifest_that_is_a_json_list_is_one_line_error(tmp_path, capsys):
     assert prep.main(str(out), files=[str(poems(tmp_path / "p.txt", 20))]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "is not a manifest of scripts/prepare_data.py" in err and err.count("\n") == 1
+
+
+# ---- one-line errors instead of tracebacks (items 8, 9) ---------------------------------------------------
+
+def test_a_truncated_model_safetensors_is_a_one_line_error(finished, tmp_path):
+    from jaxgpt.common.sources import load_model, resolve_hf
+
+    hf = tmp_path / "hf"
+    shutil.copytree(finished / "hf", hf)
+    st = hf / "model.safetensors"
+    st.write_bytes(st.read_bytes()[: st.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"{st} cannot be read \(SafetensorError: .*damaged or cut short"):
+        resolve_hf(hf).weights()
+    with pytest.raises(ValueError, match=rf"{st} cannot be read"):  # what scripts/hellaswag.py and sample.py call
+        load_model("jax", resolve_hf(hf))
+
+
+@pytest.mark.parametrize("key", ["lr", "grad_clip", "weight_decay", "beta1", "beta2", "eps"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_non_finite_settings_are_refused(key, value):
+    from jaxgpt.common.recipes import configs_for
+
+    with pytest.raises(ValueError, match=rf"{key}={value} must be a finite number"):
+        configs_for("tiny", [f"--{key}={value}"])

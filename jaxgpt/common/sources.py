@@ -69,7 +69,13 @@ class ModelSource:
     def weights(self) -> dict[str, np.ndarray]:
         """The parameters as the weight table's numpy arrays, whichever framework wrote them."""
         if self.kind == "hf":
-            return load_hf_dir(self.path)[1]
+            try:
+                return load_hf_dir(self.path)[1]
+            except (ValueError, FileNotFoundError):
+                raise
+            except Exception as e:  # noqa: BLE001 - safetensors raises its own types for a truncated/damaged file
+                raise ValueError(f"{self.path / 'model.safetensors'} cannot be read ({type(e).__name__}: {e}); it is "
+                                 "damaged or cut short: copy or export the model again") from None
         from jaxgpt.common.checkpoint import check_train_state, group
         from jaxgpt.common.resume import read_train_state
 
