@@ -72,9 +72,9 @@ def file_crc32(path: Path) -> str:
     Why CRC-32: the manifest guards against accidental damage (a bad disk, a partial copy, a stray
     write), which a 32-bit CRC detects except with probability 2**-32, and every burst of up to 32
     bits always; it is the fastest of the hashes measured on our CPU (docs/BENCHMARKS.md, "Checkpoint
-    hashing": ~0.5 s/GB vs ~1 s/GB for sha256, ~2 s/GB for blake2b), so hashing a 1.5 GB GPT-2 124M
-    checkpoint costs under a second at every save and resume. It is no defence against deliberate
-    tampering; nothing here is.
+    hashing and input fingerprints": reading a cached 1.49 GB GPT-2 124M state, ~0.95 s/GB vs ~1.4 for
+    sha256 and ~2.3-3.3 for blake2b), so a save or a resume of that checkpoint pays ~1.4 s for it. It is
+    no defence against deliberate tampering; nothing here is.
     """
     crc = 0
     with open(path, "rb") as f:
