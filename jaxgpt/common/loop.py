@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jaxgpt.common.checkpoint import CheckpointDir
+from jaxgpt.common.checkpoint import CheckpointDir, checkpoint_exists
 from jaxgpt.common.config import GPTConfig
 from jaxgpt.common.metrics import mfu
 from jaxgpt.common.recipes import TrainConfig
@@ -196,6 +196,8 @@ class Loop:
         """Stop with exit 3, naming the checkpoint to go back to and a retry that --resume accepts."""
         self.ckpts.commit()  # a checkpoint still being written holds an earlier, finite state
         good = self.ckpts.newest_finite()
+        if good is None:  # checkpoints of a version that did not record the check: the newest complete one
+            good = next((s for s in reversed(self.ckpts.steps()) if checkpoint_exists(self.ckpts.path(s))), None)
         lr, warmup = self.optim.lr, self.optim.warmup_steps
         retry = f"a lower --lr (e.g. --lr={lr / 2:g}) or a longer --warmup_steps (e.g. --warmup_steps={max(2 * warmup, 100)})"
         if good is None:
