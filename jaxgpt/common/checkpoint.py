@@ -113,7 +113,7 @@ def check_complete(directory: Path, verify: bool = False) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"checkpoint {directory} has a corrupt {META} ({e})") from None
     if not isinstance(meta, dict):
-        raise ValueError(f"checkpoint {directory} has a corrupt {META} (not a JSON object)")
+        raise ValueError(f"checkpoint {directory} has a corrupt {META} (not a JSON object)")  # noqa: TRY004
     files = meta.get("files", {})  # absent in checkpoints written before the manifest existed
     if not isinstance(files, dict):
         raise ValueError(f"checkpoint {directory}: {META} has a malformed file manifest")  # noqa: TRY004

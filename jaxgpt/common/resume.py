@@ -29,9 +29,9 @@ import numpy as np
 from jaxgpt.common.checkpoint import (
     ORBAX_FORMAT,
     CheckpointDir,
+    ConfigMismatch,
     LegacyCheckpoint,
     check_named,
-    ConfigMismatch,
     config_diff,
     read_safetensors_state,
 )
