@@ -240,7 +240,8 @@ def test_a_fresh_run_never_overwrites_an_earlier_runs_outputs(finished, shards, 
     before = snapshot(out)
     assert train(out, shards, "--max_steps=2") == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{out} holds a previous run's outputs ({', '.join(keep)})" in err
+    what = "checkpoints and other outputs" if "checkpoints" in keep else "outputs"
+    assert err.count("\n") == 1 and f"{out} already holds {what} of a previous run ({', '.join(keep)})" in err
     assert "pass --resume to continue it, --force to replace it, or another --out_dir" in err
     assert snapshot(out) == before
     assert train(out, shards, "--max_steps=2", resume=True, force=True) == 2  # usage: one or the other

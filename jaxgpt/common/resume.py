@@ -113,8 +113,9 @@ def check_run_folder(out: Path, resume: bool, force: bool) -> list[Path]:
         raise UsageError("--resume continues the run in --out_dir and --force replaces it: pass one of them")
     found = [out / name for name in RUN_OUTPUTS if (out / name).exists()]
     if found and not resume and not force:
-        raise ValueError(f"{out} holds a previous run's outputs ({', '.join(p.name for p in found)}); pass --resume to "
-                         "continue it, --force to replace it, or another --out_dir (nothing was changed)")
+        what = "checkpoints and other outputs" if (out / "checkpoints").exists() else "outputs"
+        raise ValueError(f"{out} already holds {what} of a previous run ({', '.join(p.name for p in found)}); pass "
+                         "--resume to continue it, --force to replace it, or another --out_dir (nothing was changed)")
     return [] if resume else found
 
 
