@@ -348,3 +348,12 @@ def test_non_finite_settings_are_refused(key, value):
 
     with pytest.raises(ValueError, match=rf"{key}={value} must be a finite number"):
         configs_for("tiny", [f"--{key}={value}"])
+
+
+def test_a_non_utf8_hellaswag_file_is_named(tmp_path):
+    from jaxgpt.common.data.hellaswag import load_examples
+
+    bad = tmp_path / "hellaswag_val.jsonl"
+    bad.write_bytes('{"ctx": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{bad} is not UTF-8 text .*convert it to UTF-8"):
+        load_examples(bad)
