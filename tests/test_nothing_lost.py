@@ -34,12 +34,12 @@ class Scripted:
 
     framework, state_format = "fake", SAFETENSORS_FORMAT
 
-    def __init__(self, steps: int, bad_from: int | None = None, start: int = 0) -> None:
-        self.steps, self.bad_from, self.step_count, self.saved = steps, bad_from, start, []
+    def __init__(self, steps: int, bad_from: int | None = None, start: int = 0, nan_at: int | None = None) -> None:
+        self.steps, self.bad_from, self.step_count, self.saved, self.nan_at = steps, bad_from, start, [], nan_at
 
     def dispatch(self, x, y):
         self.step_count += 1
-        return 1.0, 1.0
+        return float("nan") if self.step_count - 1 == self.nan_at else 1.0, 1.0
 
     def eval_loss(self, x, y):
         return 1.0
@@ -87,6 +87,18 @@ def test_non_finite_parameters_are_never_checkpointed_and_the_finite_one_is_kept
     assert re.search(r"--lr=0\.0005\b", msg) and "--warmup_steps=" in msg
     ck = CheckpointDir(tmp_path / "checkpoints")
     assert t.saved == [2, 4] and ck.steps() == [4] and check_complete(ck.path(4))["finite"] is True
+
+
+def test_a_checkpoint_whose_own_loss_is_nan_is_not_advised_again(tmp_path):
+    """Resumed at step 4, whose checkpoint is finite but gives a NaN loss at once: a lower lr cannot help from it."""
+    scripted_loop(tmp_path, Scripted(4)).run(0)
+    with pytest.raises(Stop) as e:
+        scripted_loop(tmp_path, Scripted(10, start=4, nan_at=4)).run(4)
+    msg = str(e.value)
+    assert e.value.code == 3 and "step_00000004 itself gives this loss" in msg and ".step_00000004.diverged" in msg
+    with pytest.raises(Stop) as e:  # a NaN later in the session: back to the usual advice
+        scripted_loop(tmp_path, Scripted(10, start=4, nan_at=5)).run(4)
+    assert "itself" not in str(e.value) and "continue from it with --resume" in str(e.value)
 
 
 def test_pruning_never_deletes_the_newest_finite_checkpoint(tmp_path):

@@ -180,7 +180,7 @@ class Loop:
         now = time.perf_counter()
         dt, self.t_last = now - self.t_last, now
         if not math.isfinite(loss):
-            self.diverged(f"loss is {loss} at step {p.step}")
+            self.diverged(f"loss is {loss} at step {p.step}", p.step)
         if self.steps_timed or p.step > self.first_step:  # the session's first step compiles: not timed
             self.train_seconds += dt
             self.steps_timed += 1
@@ -192,8 +192,11 @@ class Loop:
         if self.rt.primary:
             self.csv.append(row)
 
-    def diverged(self, what: str) -> None:
-        """Stop with exit 3, naming the checkpoint to go back to and a retry that --resume accepts."""
+    def diverged(self, what: str, step: int | None = None) -> None:
+        """Stop with exit 3, naming the checkpoint to go back to and a retry that --resume accepts.
+
+        `step`: the step whose loss was non-finite. When it is the first step of a resumed session, that
+        loss is the resumed checkpoint's own: no schedule change can help from there, so say so."""
         self.ckpts.commit()  # a checkpoint still being written holds an earlier, finite state
         good = self.ckpts.newest_finite()
         if good is None:  # checkpoints of a version that did not record the check: the newest complete one
@@ -202,6 +205,11 @@ class Loop:
         retry = f"a lower --lr (e.g. --lr={lr / 2:g}) or a longer --warmup_steps (e.g. --warmup_steps={max(2 * warmup, 100)})"
         if good is None:
             where = f"no checkpoint was written yet; start again with --force and {retry}"
+        elif good == step == self.first_step:
+            path = self.ckpts.path(good)
+            where = (f"{path} itself gives this loss (finite parameters, but too large), so no schedule change helps "
+                     f"from it; move it aside (e.g. rename it to {path.parent / ('.' + path.name + '.diverged')}) and "
+                     f"--resume from the checkpoint before it with {retry}, or start again with --force")
         else:
             where = (f"the newest finite checkpoint is {self.ckpts.path(good)} (step {good}); continue from it with "
                      f"--resume and {retry}")
