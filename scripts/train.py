@@ -8,6 +8,7 @@
     # JAX across hosts: the same command on every host, plus
     #   --coordinator=HOST0:1234 --num_processes=N --process_id=I  (or JAX_COORDINATOR_ADDRESS/...)
     python scripts/train.py ... --resume                          # continue exactly (either framework's checkpoint)
+    python scripts/train.py ... --force                           # replace an earlier run in OUT_DIR (else refused)
 
 Settings are `--key=value` for any field of the preset's TrainConfig (jaxgpt/common/recipes.py: data,
 batch, evaluations, checkpoints), OptimConfig (jaxgpt/common/schedule.py: lr, warmup_steps, max_steps,
@@ -33,9 +34,11 @@ if __name__ == "__main__":
     p.add_argument("--preset", default="poetry", help="; ".join(f"{k}: {r.about}" for k, r in RECIPES.items()))
     p.add_argument("--framework", choices=FRAMEWORKS, default="jax")
     p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in OUT_DIR")
+    p.add_argument("--force", action="store_true", help="replace an earlier run's outputs in OUT_DIR (a fresh run "
+                   "into such a folder is refused otherwise)")
     p.add_argument("--coordinator", default=None, help="JAX multi-host: HOST:PORT of process 0")
     p.add_argument("--num_processes", type=int, default=None, help="JAX multi-host: number of processes")
     p.add_argument("--process_id", type=int, default=None, help="JAX multi-host: this process's index")
     args, overrides = p.parse_known_args()
     sys.exit(training.main(args.preset, overrides, args.framework, args.resume,
-                           Launch(args.coordinator, args.num_processes, args.process_id)))
+                           Launch(args.coordinator, args.num_processes, args.process_id), force=args.force))

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import signal
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,9 @@ class FakeTrainer:
     def eval_loss(self, x, y):
         self.events.append(("eval", self.step_count))
         return self.val
+
+    def finite(self):
+        return True
 
     def save(self, directory: Path):
         self.events.append(("save", self.step_count))
@@ -198,7 +202,8 @@ def test_async_checkpoints_commit_only_after_the_write(tmp_path):
     ck.save(2, write, {"x": 2})  # commits step 1 first
     assert handles[0].done and ck.steps() == [1] and checkpoint_exists(ck.path(1))
     ck.commit()
-    assert ck.steps() == [2] and json.loads((ck.path(2) / META).read_text())["files"] == {"state.bin": 4}
+    assert ck.steps() == [2] and json.loads((ck.path(2) / META).read_text())["files"] == \
+        {"state.bin": {"size": 4, "crc32": f"{zlib.crc32(b'late'):08x}"}}
 
 
 def test_recipes_and_overrides():

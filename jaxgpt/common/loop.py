@@ -12,9 +12,11 @@ Per step (`Loop.run`):
 At the end: a final evaluation, a final checkpoint, the Hugging Face export, metrics.json.
 
 Stopping (jaxgpt/common/runlog.py, the same at every stage): SIGINT/SIGTERM finish the step in
-flight, write a checkpoint and exit 128+N; a non-finite loss (train or val) stops the run before
-anything is saved, exit 3, naming the last checkpoint. Nothing here imports jax or torch: the
-framework comes in through `Runtime` (built by jaxgpt/train/runtime.py or its torch twin).
+flight, write a checkpoint and exit 128+N; a non-finite loss (train or val), or non-finite
+parameters found when a checkpoint is due, stop the run before anything is saved, exit 3, naming
+the newest finite checkpoint and a retry `--resume` accepts (a lower --lr or a longer warm-up).
+Nothing here imports jax or torch: the framework comes in through `Runtime` (built by
+jaxgpt/train/runtime.py or its torch twin).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jaxgpt.common.checkpoint import CheckpointDir
+from jaxgpt.common.checkpoint import CheckpointDir, checkpoint_exists
 from jaxgpt.common.config import GPTConfig
 from jaxgpt.common.metrics import mfu
 from jaxgpt.common.recipes import TrainConfig
@@ -153,6 +155,7 @@ class Loop:
         self.t_last = time.perf_counter()
         self.train_seconds, self.steps_timed = 0.0, 0  # this session, compile step excluded
         self.last_samples: list[str] = []
+        self.saved: set[int] = set()  # checkpoints written by this session
 
     # ---- one step ------------------------------------------------------------------------------
     def dispatch(self, step: int) -> None:
@@ -177,7 +180,7 @@ class Loop:
         now = time.perf_counter()
         dt, self.t_last = now - self.t_last, now
         if not math.isfinite(loss):
-            self.diverged(f"loss is {loss} at step {p.step}")
+            self.diverged(f"loss is {loss} at step {p.step}", p.step)
         if self.steps_timed or p.step > self.first_step:  # the session's first step compiles: not timed
             self.train_seconds += dt
             self.steps_timed += 1
@@ -189,12 +192,28 @@ class Loop:
         if self.rt.primary:
             self.csv.append(row)
 
-    def diverged(self, what: str) -> None:
+    def diverged(self, what: str, step: int | None = None) -> None:
+        """Stop with exit 3, naming the checkpoint to go back to and a retry that --resume accepts.
+
+        `step`: the step whose loss was non-finite. When it is the first step of a resumed session, that
+        loss is the resumed checkpoint's own: no schedule change can help from there, so say so."""
         self.ckpts.commit()  # a checkpoint still being written holds an earlier, finite state
-        last = self.ckpts.steps()
-        raise Stop(f"{what}; stopping without saving. The last checkpoint is "
-                   f"{self.ckpts.path(last[-1]) if last else 'none (no checkpoint was written yet)'}; to retry, start "
-                   "a new run (another --out_dir) with a lower --lr or a longer --warmup_steps", EXIT_DIVERGED)
+        good = self.ckpts.newest_finite()
+        if good is None:  # checkpoints of a version that did not record the check: the newest complete one
+            good = next((s for s in reversed(self.ckpts.steps()) if checkpoint_exists(self.ckpts.path(s))), None)
+        lr, warmup = self.optim.lr, self.optim.warmup_steps
+        retry = f"a lower --lr (e.g. --lr={lr / 2:g}) or a longer --warmup_steps (e.g. --warmup_steps={max(2 * warmup, 100)})"
+        if good is None:
+            where = f"no checkpoint was written yet; start again with --force and {retry}"
+        elif good == step == self.first_step:
+            path = self.ckpts.path(good)
+            where = (f"{path} itself gives this loss (finite parameters, but too large), so no schedule change helps "
+                     f"from it; move it aside (e.g. rename it to {path.parent / ('.' + path.name + '.diverged')}) and "
+                     f"--resume from the checkpoint before it with {retry}, or start again with --force")
+        else:
+            where = (f"the newest finite checkpoint is {self.ckpts.path(good)} (step {good}); continue from it with "
+                     f"--resume and {retry}")
+        raise Stop(f"{what}; stopping without saving: {where}", EXIT_DIVERGED)
 
     # ---- evaluations ---------------------------------------------------------------------------
     def evaluate(self, step: int, final: bool = False) -> dict:
@@ -236,10 +255,13 @@ class Loop:
     # ---- checkpoints ---------------------------------------------------------------------------
     def save(self, step: int) -> None:
         """A checkpoint of the state after `step` steps (all processes call it: the writers may be collective)."""
-        self.flush()
+        self.flush()  # a non-finite loss of the step in flight stops the run here
+        if not self.trainer.finite():
+            self.diverged(f"the parameters or AdamW moments hold NaN/inf after step {step - 1}")
         self.ckpts.save(step, self.rt.save or self.trainer.save, {
             **self.meta, "framework": self.trainer.framework, "state_format": self.trainer.state_format,
-            "loader": self.data.train.state()})
+            "loader": self.data.train.state(), "finite": True})
+        self.saved.add(step)
         self.rt.log(f"saved checkpoint {self.ckpts.path(step)}" + (" (writing in the background)"
                                                                    if self.ckpts.pending else ""))
 
@@ -278,7 +300,9 @@ class Loop:
         if self.data.codec is not None and self.cfg.sample_every:
             self.sample(end)
         self.ckpts.commit()
-        if not self.ckpts.steps() or self.ckpts.steps()[-1] != end:
+        # Saved unless written by this session or just resumed from (and verified): a step_ folder left by an
+        # interrupted save or found damaged on resume is rewritten, never taken for a checkpoint.
+        if end not in self.saved and end != self.first_step:
             self.save(end)
             self.ckpts.commit()
         if self.cfg.export_hf:

@@ -18,6 +18,7 @@ key belongs to exactly one of the three dataclasses.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from jaxgpt.common.config import PRESETS, GPTConfig, apply_overrides, lookup
@@ -160,6 +161,11 @@ def configs_for(preset: str, overrides: list[str]) -> tuple[GPTConfig, TrainConf
     """
     r = get_recipe(preset)
     model, train, optim = apply_overrides([r.model, r.train, r.optim], overrides)
+    for c in (model, train, optim):  # nan passes every `x < 0` check: refuse it (and inf) for every number at once
+        bad = [f.name for f in dataclasses.fields(c) if isinstance(getattr(c, f.name), float)
+               and not math.isfinite(getattr(c, f.name))]
+        if bad:
+            raise ValueError("; ".join(f"--{n}={getattr(c, n)} must be a finite number" for n in bad))
     if train.seq_len == 0:
         train = dataclasses.replace(train, seq_len=model.block_size)
     if train.seq_len > model.block_size:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,12 +29,14 @@ import numpy as np
 from jaxgpt.common.checkpoint import (
     ORBAX_FORMAT,
     CheckpointDir,
+    ConfigMismatch,
     LegacyCheckpoint,
     check_named,
-    check_same_config,
+    config_diff,
     read_safetensors_state,
 )
-from jaxgpt.common.config import GPTConfig
+from jaxgpt.common.config import GPTConfig, UsageError
+from jaxgpt.common.data.codec import TOKENIZER_FILE
 from jaxgpt.common.recipes import RESUME_FIELDS, TrainConfig
 from jaxgpt.common.schedule import OptimConfig
 
@@ -42,6 +45,32 @@ def run_identity(model: GPTConfig, cfg: TrainConfig, optim: OptimConfig, tokeniz
     """What a resumed run must share with its checkpoint, as it reads back from meta.json (tuples -> lists)."""
     return json.loads(json.dumps({"model": model.to_dict(), "optim": dataclasses.asdict(optim),
                                   "train": {k: getattr(cfg, k) for k in RESUME_FIELDS}, "tokenizer": tokenizer}))
+
+
+# The optimiser schedule a resumed run may change: the retry a diverged run is told to make (a lower lr, a
+# longer warm-up), or a longer run. What is trained on (data, batch, model, seeds) may not change.
+SCHEDULE_FIELDS = ("lr", "min_lr_ratio", "warmup_steps", "max_steps", "weight_decay", "grad_clip", "beta1", "beta2")
+
+
+def _split(config: dict) -> tuple[dict, dict]:
+    """(the config without the steerable schedule fields, those fields)."""
+    optim = dict(config.get("optim") or {})
+    schedule = {k: optim.pop(k) for k in SCHEDULE_FIELDS if k in optim}
+    return {**config, "optim": optim}, schedule
+
+
+def check_resumable(saved: dict, current: dict, where: Path) -> list[str]:
+    """The schedule changes ('lr 0.0006 -> 0.0003'), or ConfigMismatch naming every field that may not change."""
+    (fixed_old, sched_old), (fixed_new, sched_new) = _split(saved), _split(current)
+    changes = [f"{k} {sched_old[k]!r} -> {sched_new.get(k)!r}" for k in SCHEDULE_FIELDS
+               if k in sched_old and sched_old[k] != sched_new.get(k)]
+    refused = config_diff(fixed_old, fixed_new)
+    if refused:
+        allowed = f" (the optimiser schedule may change: {'; '.join(config_diff(sched_old, sched_new, 'optim.'))})" \
+            if changes else ""
+        raise ConfigMismatch(f"checkpoint {where} was written with another configuration ({'; '.join(refused)}); "
+                             f"resume with the original settings{allowed}, or start a new run in another directory")
+    return changes
 
 
 def read_train_state(path: Path, meta: dict) -> dict[str, np.ndarray]:
@@ -59,7 +88,7 @@ def read_train_state(path: Path, meta: dict) -> dict[str, np.ndarray]:
 def restore(trainer: Any, loader: Any, path: Path, meta: dict, identity: dict, log: Callable[[str], None]) -> None:
     """Load checkpoint `path` into the trainer and the data loader, or raise saying why not."""
     check_named(meta, path)
-    check_same_config(meta.get("config", {}), identity, path)
+    changes = check_resumable(meta.get("config", {}), identity, path)
     if meta.get("framework") == trainer.framework:
         trainer.restore(path)  # its own format: every array straight onto its device / sharding
     else:
@@ -67,6 +96,38 @@ def restore(trainer: Any, loader: Any, path: Path, meta: dict, identity: dict, l
         log(f"resumed a {meta.get('framework')} checkpoint in {trainer.framework}: parameters, AdamW moments, step and "
             "data position carry over; the dropout RNG stream cannot cross frameworks and restarts from --seed")
     loader.load_state(meta["loader"])
+    if changes:
+        log(f"resume with changed settings: {', '.join(changes)}")
+
+
+# What a run of scripts/train.py leaves in its folder: a fresh run never writes over any of it.
+RUN_OUTPUTS = ("checkpoints", "train_log.csv", "metrics.json", "hf", "curves.png", TOKENIZER_FILE)
+
+
+def check_run_folder(out: Path, resume: bool, force: bool) -> list[Path]:
+    """What a fresh run with --force will replace; raise if a fresh run would overwrite an earlier run's outputs.
+
+    Checked before anything is written, so a refused run leaves the folder byte-for-byte as it was.
+    """
+    if resume and force:
+        raise UsageError("--resume continues the run in --out_dir and --force replaces it: pass one of them")
+    found = [out / name for name in RUN_OUTPUTS if (out / name).exists()]
+    if found and not resume and not force:
+        what = "checkpoints and other outputs" if (out / "checkpoints").exists() else "outputs"
+        raise ValueError(f"{out} already holds {what} of a previous run ({', '.join(p.name for p in found)}); pass "
+                         "--resume to continue it, --force to replace it, or another --out_dir (nothing was changed)")
+    return [] if resume else found
+
+
+def replace_run(found: list[Path], log: Callable[[str], None]) -> None:
+    """--force: delete the previous run's outputs (only those `check_run_folder` found), once the new run is set up."""
+    for p in found:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+    if found:
+        log(f"--force: removed the previous run's {', '.join(p.name for p in found)} from {found[0].parent}")
 
 
 def start_step(ckpts: CheckpointDir, trainer: Any, loader: Any, identity: dict, resume: bool,
@@ -85,5 +146,10 @@ def start_step(ckpts: CheckpointDir, trainer: Any, loader: Any, identity: dict, 
     meta = ckpts.restore_latest(lambda path, meta: restore(trainer, loader, path, meta, identity, log))
     if meta is None:
         raise ValueError(f"--resume: no checkpoint in {ckpts.root}; start without --resume")
-    log(f"resumed from {ckpts.path(int(meta['step']))} at step {int(meta['step'])}")
-    return int(meta["step"])
+    step = int(meta["step"])
+    max_steps = identity["optim"]["max_steps"]
+    if step > max_steps:
+        raise ValueError(f"--max_steps={max_steps} is below the step of the checkpoint {ckpts.path(step)} ({step}); "
+                         f"pass --max_steps >= {step}")
+    log(f"resumed from {ckpts.path(step)} at step {step}")
+    return step

@@ -69,7 +69,13 @@ class ModelSource:
     def weights(self) -> dict[str, np.ndarray]:
         """The parameters as the weight table's numpy arrays, whichever framework wrote them."""
         if self.kind == "hf":
-            return load_hf_dir(self.path)[1]
+            try:
+                return load_hf_dir(self.path)[1]
+            except (ValueError, FileNotFoundError):
+                raise
+            except Exception as e:  # noqa: BLE001 - safetensors raises its own types for a truncated/damaged file
+                raise ValueError(f"{self.path / 'model.safetensors'} cannot be read ({type(e).__name__}: {e}); it is "
+                                 "damaged or cut short: copy or export the model again") from None
         from jaxgpt.common.checkpoint import check_train_state, group
         from jaxgpt.common.resume import read_train_state
 
@@ -101,13 +107,13 @@ def resolve_model(path: str | Path) -> ModelSource:
         if is_hf_dir(candidate):
             return ModelSource(candidate, "hf")
     if (d / META).exists():
-        return ModelSource(d, "checkpoint", check_complete(d))  # raises if incomplete (interrupted save)
+        return ModelSource(d, "checkpoint", check_complete(d, verify=True))  # raises if incomplete or damaged
     ckpts = CheckpointDir(d / "checkpoints")
     for step in reversed(ckpts.steps()):
         try:
-            return ModelSource(ckpts.path(step), "checkpoint", check_complete(ckpts.path(step)))
+            return ModelSource(ckpts.path(step), "checkpoint", check_complete(ckpts.path(step), verify=True))
         except ValueError:
-            continue  # an interrupted save: the previous one is complete
+            continue  # an interrupted save or a damaged copy: the previous one is intact
     raise FileNotFoundError(
         f"{d} holds no model: expected a Hugging Face directory (config.json + model.safetensors) in {d} or "
         f"{d / 'hf'}, a training checkpoint ({META} + state), or complete checkpoints under {d / 'checkpoints'}")

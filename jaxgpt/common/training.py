@@ -28,7 +28,7 @@ from jaxgpt.common.data.prepare import DataInfo, read_data_info
 from jaxgpt.common.hostmem import recycle_freed_memory
 from jaxgpt.common.loop import Launch, Loop, RunData
 from jaxgpt.common.recipes import TrainConfig, batch_layout, configs_for
-from jaxgpt.common.resume import run_identity, start_step
+from jaxgpt.common.resume import check_run_folder, replace_run, run_identity, start_step
 from jaxgpt.common.runlog import EXIT_BAD_INPUT, EXIT_USAGE, Stop
 
 GPT2_VOCAB = 50257
@@ -115,8 +115,12 @@ def _train_source(cfg: TrainConfig, model: GPTConfig, rows: int, pid: int, nproc
 
 
 def train(preset: str, overrides: list[str], framework: str = "jax", resume: bool = False,
-          launch: Launch | None = None, log: Callable[[str], None] = lambda m: print(m, flush=True)) -> dict:
-    """Train `preset` (with --key=value overrides) in `framework`; the final metrics (metrics.json)."""
+          launch: Launch | None = None, log: Callable[[str], None] = lambda m: print(m, flush=True),
+          force: bool = False) -> dict:
+    """Train `preset` (with --key=value overrides) in `framework`; the final metrics (metrics.json).
+
+    A fresh run into a folder holding an earlier run's outputs is refused unless `force` (then they are
+    deleted once everything else has been checked, so a refused run changes nothing)."""
     frameworks.check_framework(framework)
     model_cfg, cfg, optim = configs_for(preset, overrides)
     if not cfg.data_dir:
@@ -127,6 +131,7 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
     codec = text_codec(data, model_cfg, cfg, log)
     tasks = hellaswag_tasks(data, model_cfg, cfg)
     out = Path(cfg.out_dir or f"out/{preset}-{framework}")
+    replaced = check_run_folder(out, resume, force)
 
     fw = frameworks.runtime(framework)
     cluster = fw.connect(launch or Launch())
@@ -140,6 +145,7 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
     rt.log = log
     if rt.primary:
         check_writable(out)
+        replace_run(replaced, log)
     rt.barrier()
     ckpts = CheckpointDir(out / "checkpoints", cfg.keep, is_primary=rt.primary, barrier=rt.barrier, log=log)
     identity = run_identity(model_cfg, cfg, optim, data.tokenizer.to_dict() if data.tokenizer else None)
@@ -160,13 +166,13 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
 
 
 def main(preset: str, overrides: list[str], framework: str = "jax", resume: bool = False,
-         launch: Launch | None = None) -> int:
+         launch: Launch | None = None, force: bool = False) -> int:
     """`train` with the CLI's conventions: one `error:` line on stderr and an exit code, no traceback."""
     # First, before a framework starts its threads: CPU steps reuse their freed buffers (hostmem.py; a step of
     # the poetry GPT spent a fifth of its time faulting fresh pages in without it). Harmless on GPU hosts.
     recycle_freed_memory()
     try:
-        m = train(preset, overrides, framework, resume, launch)
+        m = train(preset, overrides, framework, resume, launch, force=force)
     except Stop as e:
         print(f"{'error: ' if e.code == 3 else ''}{e}", file=sys.stderr, flush=True)
         return e.code

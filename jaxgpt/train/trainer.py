@@ -243,6 +243,13 @@ class Trainer:
             var.set_value(jax.random.wrap_key_data(new, impl=jax.random.key_impl(old)) if _is_key(old) else new)
         self.step_count = step
 
+    def finite(self) -> bool:
+        """Whether every parameter and AdamW moment is finite: checked before a checkpoint is written, since a
+        finite loss at step n does not prove the update of step n left finite parameters."""
+        arrays = [a for name, _, var in self._named_leaves() if name is not None and not name.startswith("rng/")
+                  for a in [var.get_value()]]
+        return bool(to_host(_all_finite(arrays)))
+
     def save(self, directory: Path, asynchronous: bool = False) -> Any:
         """Write the named state with orbax into DIR/state; all processes call it (the write is collective).
 
@@ -277,6 +284,11 @@ class Trainer:
         if missing:
             raise ValueError(f"checkpoint {directory} lacks {missing[:8]}; it was written for another model")
         self._fill(lambda name, shape, dtype, sharding: got[name], int(got["step"]))
+
+
+@jax.jit
+def _all_finite(arrays: list[jax.Array]) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in arrays]))
 
 
 class _OrbaxWrite:

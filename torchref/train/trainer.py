@@ -164,6 +164,14 @@ class Trainer:
         if rng and "rng/cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(torch.from_numpy(np.array(state["rng/cuda"], np.uint8)), self.device)
 
+    @torch.no_grad()
+    def finite(self) -> bool:
+        """Whether every parameter and AdamW moment is finite: checked before a checkpoint is written, since a
+        finite loss at step n does not prove the update of step n left finite parameters."""
+        tensors = [p for p in self._params_by_name().values()]
+        tensors += [t for st in self.opt.state.values() for k, t in st.items() if k in ("exp_avg", "exp_avg_sq")]
+        return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
     def save(self, directory: Path) -> None:
         """The named state as DIR/state.safetensors; rank 0 writes (the ranks hold the same state)."""
         state = self.train_state_numpy()
