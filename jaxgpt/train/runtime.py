@@ -14,6 +14,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+from jaxgpt.common.attention import choose_attention
 from jaxgpt.common.config import GPTConfig
 from jaxgpt.common.loop import Cluster, Launch, Runtime
 from jaxgpt.common.recipes import TrainConfig
@@ -39,15 +40,14 @@ def make_runtime(model_cfg: GPTConfig, cfg: TrainConfig, optim: OptimConfig, clu
     """The JAX Trainer on the cluster's mesh, with the loop's callbacks (barrier, fetch, HellaSwag)."""
     if cfg.compile:
         raise ValueError("--compile=true is a torch option (JAX always compiles its step); drop it for --framework jax")
-    import jax
 
     from jaxgpt.train.sharding import barrier
     from jaxgpt.train.trainer import Trainer, fetch
 
     mesh = cluster.handle
-    gpu = jax.default_backend() == "gpu"
+    attn_impl, why = attention_impl(cfg.attn, cfg.dtype, model_cfg)
     trainer = Trainer(model_cfg, optim, seed=cfg.seed, grad_accum=grad_accum, dtype=cfg.dtype, mesh=mesh,
-                      fsdp=cfg.fsdp, attn_impl="cudnn" if gpu and cfg.dtype == "bfloat16" else None)
+                      fsdp=cfg.fsdp, attn_impl=attn_impl)
 
     def hellaswag(rendered: Sequence[Any]) -> dict:
         from jaxgpt.eval.hellaswag import evaluate_hellaswag
@@ -57,7 +57,18 @@ def make_runtime(model_cfg: GPTConfig, cfg: TrainConfig, optim: OptimConfig, clu
     # --async_checkpoint: save returns once the arrays are off the devices; orbax writes the files in the
     # background and the checkpoint is committed (meta.json, rename) when they are complete.
     return Runtime(trainer, cluster, barrier, fetch, async_dispatch=True, hellaswag=hellaswag,
-                   save=functools.partial(trainer.save, asynchronous=cfg.async_checkpoint))
+                   save=functools.partial(trainer.save, asynchronous=cfg.async_checkpoint), attention=f"attention: {why}")
+
+
+def attention_impl(requested: str, dtype: str, model_cfg: GPTConfig) -> tuple[str | None, str]:
+    """The Trainer's attn_impl for --attn on this process's first device, and why (logged at start)."""
+    from jaxgpt.train.sharding import device_info
+
+    info = device_info()
+    kernel, why = choose_attention("jax", requested, info, dtype, model_cfg.n_embd // model_cfg.n_head)
+    if requested == "auto" and info.platform == "cpu":
+        return None, "causal_attention (heads first; the fastest on CPU)"  # jaxgpt/gpt.py's CPU default
+    return kernel, why
 
 
 def build_model(config: GPTConfig, weights: dict[str, Any], device: Any = None) -> Any:

@@ -25,6 +25,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxgpt.common.attention import DeviceInfo
+
 AXIS = "data"
 
 
@@ -52,6 +54,12 @@ def init_distributed(coordinator: str | None = None, num_processes: int | None =
     # Only affects the CPU backend (GPUs use NCCL): without it, CPU arrays cannot cross processes.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+
+
+def device_info(device: jax.Device | None = None) -> DeviceInfo:
+    """What --attn=auto decides on (jaxgpt/common/attention.py): this process's first device by default."""
+    d = device if device is not None else jax.local_devices()[0]
+    return DeviceInfo(d.platform, d.device_kind, getattr(d, "compute_capability", None))  # NVIDIA GPUs only
 
 
 def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
