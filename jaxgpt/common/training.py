@@ -89,9 +89,11 @@ def hellaswag_tasks(data: DataInfo, model: GPTConfig, cfg: TrainConfig) -> list 
 RANDOM_ORDER_MAX_TOKENS = 1_000_000_000  # --batch_order=random loads the train split: 2 GB of uint16 at most
 
 
-def train_batches(cfg: TrainConfig, model: GPTConfig, rows: int, pid: int, nproc: int, eot_id: int | None) -> Any:
+def train_batches(cfg: TrainConfig, model: GPTConfig, rows: int, pid: int, nproc: int,
+                  eot_id: int | None = None) -> Any:
     """This process's source of `rows` training rows per step, in cfg.batch_order (see TrainConfig), read
-    cfg.prefetch batches ahead in a background thread (the same batches and states as without)."""
+    cfg.prefetch batches ahead in a background thread (the same batches and states as without).
+    `eot_id`: the document separator of the shards' tokenizer (None: GPT-2's, the loader's default)."""
     source = _train_source(cfg, model, rows, pid, nproc, eot_id)
     return Prefetcher(source, cfg.prefetch) if cfg.prefetch else source
 
