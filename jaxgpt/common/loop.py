@@ -43,7 +43,7 @@ CSV_FIELDS = ("step", "loss", "lr", "grad_norm", "dt_ms", "tok_per_s", "mfu", "v
 class Launch:
     """How the processes of a multi-host JAX run find each other (torch: torchrun's env vars instead)."""
 
-    coordinator: str | None = None  # HOST:PORT of process 0 (or env JAX_COORDINATOR_ADDRESS)
+    coordinator: str | None = None  # HOST:PORT of process 0 (or env JAX_COORDINATOR_ADDRESS); "auto": from Slurm/MPI
     num_processes: int | None = None
     process_id: int | None = None
 

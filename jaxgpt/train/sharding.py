@@ -34,14 +34,18 @@ def init_distributed(coordinator: str | None = None, num_processes: int | None =
                      process_id: int | None = None) -> None:
     """`jax.distributed.initialize` from arguments or env vars JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID.
 
-    Does nothing for a single process (no coordinator given or set). On CPU the cross-process
-    collectives use gloo. Must run before anything touches a jax device.
+    Does nothing for a single process (no coordinator given or set). `coordinator="auto"`: read
+    everything from the cluster (Slurm, Open MPI). On CPU the cross-process collectives use gloo.
+    Must run before anything touches a jax device.
     """
     coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
     if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
         num_processes = int(os.environ["JAX_NUM_PROCESSES"])
     if process_id is None and os.environ.get("JAX_PROCESS_ID"):
         process_id = int(os.environ["JAX_PROCESS_ID"])
+    if coordinator == "auto":
+        _init_from_cluster(num_processes, process_id)
+        return
     if not coordinator:
         if num_processes not in (None, 1):
             raise ValueError(f"num_processes={num_processes} needs a coordinator address (host:port of process 0): "
@@ -54,6 +58,22 @@ def init_distributed(coordinator: str | None = None, num_processes: int | None =
     # Only affects the CPU backend (GPUs use NCCL): without it, CPU arrays cannot cross processes.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+
+
+def _init_from_cluster(num_processes: int | None, process_id: int | None) -> None:
+    """--coordinator=auto: JAX reads the coordinator, process count and id from the cluster's environment
+    (Slurm's SLURM_* variables under srun, Open MPI's under mpirun, ...), as `jax.distributed.initialize()`
+    with no arguments does."""
+    if num_processes is not None or process_id is not None:
+        raise ValueError("--coordinator=auto reads the number of processes and this process's id from the cluster; "
+                         "drop --num_processes/--process_id (or give all three explicitly)")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # as below: CPU arrays across processes
+    try:
+        jax.distributed.initialize()
+    except ValueError as e:  # no cluster environment detected: JAX asks for an explicit coordinator
+        raise ValueError(f"--coordinator=auto found no cluster environment to read the processes from (JAX detects "
+                         f"Slurm under srun, Open MPI under mpirun, ...: {e}); outside one, pass "
+                         "--coordinator=HOST:PORT --num_processes=N --process_id=I") from None
 
 
 def device_info(device: jax.Device | None = None) -> DeviceInfo:
