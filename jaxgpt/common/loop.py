@@ -74,7 +74,7 @@ class Runtime:
     async_dispatch: bool = True
     hellaswag: Callable[[Sequence[Any]], dict] | None = None  # rendered tasks -> {"acc_norm", ...}
     save: Callable[[Path], Any] | None = None  # writes a checkpoint's state into a folder (default trainer.save)
-    attention: str = ""  # the attention kernel chosen for --attn and why (jaxgpt/common/attention.py), logged at start
+    setup: tuple[str, ...] = ()  # lines logged at start: the attention kernel chosen and why, the compilation cache
     log: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
 
     @property

@@ -41,6 +41,9 @@ class TrainConfig:
     dtype: str = "float32"  # compute dtype ("float32" or "bfloat16"); params and AdamW state stay fp32
     fsdp: bool = False  # JAX: shard parameters + optimiser state over the devices (the 350M-1558M presets)
     compile: bool = False  # torch: torch.compile the model
+    # JAX's persistent compilation cache: a later start or --resume loads the compiled steps instead of
+    # compiling them again. "auto" = ~/.cache/jaxgpt/xla on GPUs/TPUs, off on CPUs; "" = off; else a folder.
+    compile_cache: str = "auto"
     # Attention kernel (jaxgpt/common/attention.py): "auto" = cuDNN's fused kernel where the GPU supports it
     # (JAX; torch: SDPA's own choice); JAX "cudnn" | "xla"; torch "cudnn" | "flash" | "efficient" | "math".
     attn: str = "auto"

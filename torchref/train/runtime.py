@@ -51,7 +51,7 @@ def make_runtime(model_cfg: GPTConfig, cfg: TrainConfig, optim: OptimConfig, clu
         return evaluate_hellaswag(trainer.model_view(), rendered, batch_size=8, device=device)
 
     return Runtime(trainer, cluster, barrier, float, async_dispatch=device.type == "cuda", hellaswag=hellaswag,
-                   attention=f"attention: {why}")
+                   setup=(f"attention: {why}",))
 
 
 def attention_impl(requested: str, dtype: str, model_cfg: GPTConfig, device: Any) -> tuple[str, str]:
