@@ -56,7 +56,7 @@ def build_gpt_pair(args: argparse.Namespace, overrides: list[str]) -> Pair:
     """A GPT preset: its recipe (model, batch, optimiser) on the train shards of --data_dir."""
     from jaxgpt.common.training import train_batches
 
-    explicit_dropout = any(o.replace("-", "_").startswith("--dropout=") for o in overrides)
+    explicit_dropout = any(o.split("=", 1)[0].lstrip("-").replace("-", "_") == "dropout" for o in overrides)
     cfg, train, optim = configs_for(args.preset, overrides + ([] if explicit_dropout else ["--dropout=0.0"]))
     if not train.data_dir:
         raise ValueError(f"--preset {args.preset} trains on shards: pass --data_dir=DIR (scripts/prepare_data.py)")
