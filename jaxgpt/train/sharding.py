@@ -3,8 +3,9 @@
 References: the JAX sharding guide (`jax.make_mesh`, `NamedSharding`), nanodo (1-D "data" mesh,
 batch on `P("data")`, error when the batch does not divide the devices), the Flax NNX GSPMD guide.
 
-- One `Mesh` over every device of every process, axis "data". No pmap, no manual psum: the step
-  is `jax.jit` with these shardings and XLA inserts the gradient all-reduce.
+- One `Mesh` over every device of every process, axis "data". No pmap: the step is `jax.jit` with
+  these shardings; its accumulation loop is a `jax.shard_map` with one psum of the gradients after
+  it (jaxgpt/train/trainer.py), so the devices exchange gradients once per optimiser step.
 - Data parallel (default): every parameter and optimiser leaf replicated, `P()`.
 - FSDP (`fsdp=True`): each leaf of >= 2 dims (and its AdamW moments, which have its shape) is
   split over "data" along its largest dimension that the device count divides; XLA all-gathers

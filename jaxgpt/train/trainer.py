@@ -9,7 +9,10 @@ The step, for a global batch of A micro-steps x M rows (A = `grad_accum`):
     grads /= A; norm = global_norm(grads); clip to 1.0 + AdamW (jaxgpt/train/optimizer.py)
 all inside one `jax.jit`, so there is no host round trip per micro-step. The rows M are sharded
 over the mesh's "data" axis (jaxgpt/train/sharding.py); parameters and optimiser state are
-replicated, or FSDP-sharded with `fsdp=True`. XLA adds the gradient all-reduce.
+replicated, or FSDP-sharded with `fsdp=True`. Data parallel: the scan runs per device under
+`jax.shard_map` and the gradients are summed across devices once, after it (plain jit would
+all-reduce them in every micro-step; tests/test_grad_allreduce.py reads it from the compiled HLO).
+FSDP: plain jit, XLA all-gathers the weights and reduce-scatters the gradients.
 
 Compute dtype: `dtype="bfloat16"` runs the matmuls in bf16 while parameters, gradients and the
 AdamW moments stay fp32 (GPT's `dtype` vs its fp32 `param_dtype`); LayerNorm, softmax and the
