@@ -7,6 +7,7 @@
     torchrun --nproc_per_node=8 scripts/train.py --preset gpt2-124m --framework torch ...  # torch DDP
     # JAX across hosts: the same command on every host, plus
     #   --coordinator=HOST0:1234 --num_processes=N --process_id=I  (or JAX_COORDINATOR_ADDRESS/...)
+    #   or, under Slurm's srun / Open MPI's mpirun: --coordinator=auto
     python scripts/train.py ... --resume                          # continue exactly (either framework's checkpoint)
     python scripts/train.py ... --force                           # replace an earlier run in OUT_DIR (else refused)
 
@@ -36,7 +37,8 @@ if __name__ == "__main__":
     p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in OUT_DIR")
     p.add_argument("--force", action="store_true", help="replace an earlier run's outputs in OUT_DIR (a fresh run "
                    "into such a folder is refused otherwise)")
-    p.add_argument("--coordinator", default=None, help="JAX multi-host: HOST:PORT of process 0")
+    p.add_argument("--coordinator", default=None,
+                   help="JAX multi-host: HOST:PORT of process 0, or auto (read from Slurm / Open MPI)")
     p.add_argument("--num_processes", type=int, default=None, help="JAX multi-host: number of processes")
     p.add_argument("--process_id", type=int, default=None, help="JAX multi-host: this process's index")
     args, overrides = p.parse_known_args()

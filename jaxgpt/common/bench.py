@@ -131,13 +131,13 @@ def _tokens(rows: int, seq: int, vocab: int, seed: int = 0) -> tuple[np.ndarray,
 def jax_runner(cfg: GPTConfig, s: BenchSettings) -> Runner:
     import jax
 
+    from jaxgpt.train.runtime import attention_impl
     from jaxgpt.train.sharding import make_mesh
     from jaxgpt.train.trainer import Trainer, fetch
 
     dev = jax.local_devices()[0]
-    gpu = jax.default_backend() == "gpu"
     trainer = Trainer(cfg, OptimConfig(), grad_accum=s.grad_accum, dtype=s.dtype, mesh=make_mesh([dev]),
-                      attn_impl="cudnn" if gpu and s.dtype == "bfloat16" else None)
+                      attn_impl=attention_impl("auto", s.dtype, cfg)[0])
     x, y = _tokens(s.grad_accum * s.batch, s.seq, cfg.vocab_size)
 
     def peak() -> int | None:

@@ -45,7 +45,7 @@ CSV_FIELDS = ("step", "loss", "lr", "grad_norm", "dt_ms", "tok_per_s", "mfu", "v
 class Launch:
     """How the processes of a multi-host JAX run find each other (torch: torchrun's env vars instead)."""
 
-    coordinator: str | None = None  # HOST:PORT of process 0 (or env JAX_COORDINATOR_ADDRESS)
+    coordinator: str | None = None  # HOST:PORT of process 0 (or env JAX_COORDINATOR_ADDRESS); "auto": from Slurm/MPI
     num_processes: int | None = None
     process_id: int | None = None
 
@@ -76,6 +76,7 @@ class Runtime:
     async_dispatch: bool = True
     hellaswag: Callable[[Sequence[Any]], dict] | None = None  # rendered tasks -> {"acc_norm", ...}
     save: Callable[[Path], Any] | None = None  # writes a checkpoint's state into a folder (default trainer.save)
+    setup: tuple[str, ...] = ()  # lines logged at start: the attention kernel chosen and why, the compilation cache
     log: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
 
     @property

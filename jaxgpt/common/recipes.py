@@ -21,11 +21,13 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from jaxgpt.common.attention import CHOICES as ATTENTION_CHOICES
 from jaxgpt.common.config import PRESETS, GPTConfig, apply_overrides, lookup
 from jaxgpt.common.schedule import OptimConfig
 
 DTYPES = ("float32", "bfloat16")  # compute dtypes; parameters and optimiser state are always fp32
 BATCH_ORDERS = ("sequential", "random")
+ATTN_CHOICES = tuple(dict.fromkeys(c for choices in ATTENTION_CHOICES.values() for c in choices))  # either framework
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,12 @@ class TrainConfig:
     dtype: str = "float32"  # compute dtype ("float32" or "bfloat16"); params and AdamW state stay fp32
     fsdp: bool = False  # JAX: shard parameters + optimiser state over the devices (the 350M-1558M presets)
     compile: bool = False  # torch: torch.compile the model
+    # JAX's persistent compilation cache: a later start or --resume loads the compiled steps instead of
+    # compiling them again. "auto" = ~/.cache/jaxgpt/xla on GPUs/TPUs, off on CPUs; "" = off; else a folder.
+    compile_cache: str = "auto"
+    # Attention kernel (jaxgpt/common/attention.py): "auto" = cuDNN's fused kernel where the GPU supports it
+    # (JAX; torch: SDPA's own choice); JAX "cudnn" | "xla"; torch "cudnn" | "flash" | "efficient" | "math".
+    attn: str = "auto"
     seed: int = 0  # parameter init and dropout
     shuffle_seed: int | None = None  # train shard order: None = by name (build-nanogpt), else shuffled per epoch
     # Sequential order: documents permuted inside each train shard, per epoch, from this seed (llm.c shuffles
@@ -77,6 +85,8 @@ class TrainConfig:
         if self.doc_shuffle_seed is not None and self.batch_order != "sequential":
             problems.append("--doc_shuffle_seed applies to --batch_order=sequential (random windows already mix "
                             "documents); drop it or use --batch_order=sequential")
+        if self.attn not in ATTN_CHOICES:
+            problems.append(f"--attn={self.attn!r} is unknown; use one of {', '.join(ATTN_CHOICES)}")
         if self.dtype not in DTYPES:
             problems.append(f"--dtype={self.dtype!r} is unknown; use one of {', '.join(DTYPES)}")
         if problems:

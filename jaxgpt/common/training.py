@@ -156,6 +156,8 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
         f"{cfg.total_batch_tokens:,} tokens/step = {micro} rows x {cfg.seq_len} x {cluster.n_devices} devices x "
         f"{accum} accumulation steps ({cfg.batch_order} rows), {cfg.dtype}{', FSDP' if cfg.fsdp else ''}; data {data.path}"
         + (f" ({data.tokenizer.name}, {data.tokenizer.vocab_size} ids)" if data.tokenizer else ""))
+    for line in rt.setup:
+        log(line)
     run = RunData(train_loader, val_loader, codec, data.bytes_per_token("val"), tasks)
     loop = Loop(model_cfg, cfg, optim, rt, run, out, ckpts, {"preset": preset, "config": identity})
     try:

@@ -11,9 +11,11 @@ devices rows per micro-step, and the jitted step reduces the gradients over the 
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Sequence
 from typing import Any
 
+from jaxgpt.common.attention import choose_attention
 from jaxgpt.common.config import GPTConfig
 from jaxgpt.common.loop import Cluster, Launch, Runtime
 from jaxgpt.common.recipes import TrainConfig
@@ -39,15 +41,15 @@ def make_runtime(model_cfg: GPTConfig, cfg: TrainConfig, optim: OptimConfig, clu
     """The JAX Trainer on the cluster's mesh, with the loop's callbacks (barrier, fetch, HellaSwag)."""
     if cfg.compile:
         raise ValueError("--compile=true is a torch option (JAX always compiles its step); drop it for --framework jax")
-    import jax
 
     from jaxgpt.train.sharding import barrier
     from jaxgpt.train.trainer import Trainer, fetch
 
     mesh = cluster.handle
-    gpu = jax.default_backend() == "gpu"
+    cache_note = use_compile_cache(cfg.compile_cache)
+    attn_impl, why = attention_impl(cfg.attn, cfg.dtype, model_cfg)
     trainer = Trainer(model_cfg, optim, seed=cfg.seed, grad_accum=grad_accum, dtype=cfg.dtype, mesh=mesh,
-                      fsdp=cfg.fsdp, attn_impl="cudnn" if gpu and cfg.dtype == "bfloat16" else None)
+                      fsdp=cfg.fsdp, attn_impl=attn_impl)
 
     def hellaswag(rendered: Sequence[Any]) -> dict:
         from jaxgpt.eval.hellaswag import evaluate_hellaswag
@@ -57,7 +59,52 @@ def make_runtime(model_cfg: GPTConfig, cfg: TrainConfig, optim: OptimConfig, clu
     # --async_checkpoint: save returns once the arrays are off the devices; orbax writes the files in the
     # background and the checkpoint is committed (meta.json, rename) when they are complete.
     return Runtime(trainer, cluster, barrier, fetch, async_dispatch=True, hellaswag=hellaswag,
-                   save=functools.partial(trainer.save, asynchronous=cfg.async_checkpoint))
+                   save=functools.partial(trainer.save, asynchronous=cfg.async_checkpoint), setup=(f"attention: {why}", cache_note))
+
+
+DEFAULT_COMPILE_CACHE = "~/.cache/jaxgpt/xla"
+
+
+def use_compile_cache(setting: str) -> str:
+    """Turn on JAX's persistent compilation cache for --compile_cache (see TrainConfig); what was done, for the log.
+
+    A folder that cannot be created or written is a warning, not an error: the run compiles as usual.
+    """
+    import os
+    from pathlib import Path
+
+    import jax
+
+    if setting == "auto":
+        if jax.default_backend() == "cpu":
+            return "compilation cache off (CPU; --compile_cache=DIR turns it on)"
+        setting = DEFAULT_COMPILE_CACHE
+    if not setting:
+        return "compilation cache off"
+    folder = Path(setting).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError("not writable")
+    except OSError as e:
+        print(f"warning: --compile_cache={setting} cannot be used ({e}); compiling without a cache", file=sys.stderr)
+        return "compilation cache off (its folder is not writable)"
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    # Every executable, however fast to compile: a start then compiles nothing at all (the small helpers
+    # that place and fetch arrays add up to seconds), and what is cached does not depend on the load.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    return f"compilation cache {folder}"
+
+
+def attention_impl(requested: str, dtype: str, model_cfg: GPTConfig) -> tuple[str | None, str]:
+    """The Trainer's attn_impl for --attn on this process's first device, and why (logged at start)."""
+    from jaxgpt.train.sharding import device_info
+
+    info = device_info()
+    kernel, why = choose_attention("jax", requested, info, dtype, model_cfg.n_embd // model_cfg.n_head)
+    if requested == "auto" and info.platform == "cpu":
+        return None, "causal_attention (heads first; the fastest on CPU)"  # jaxgpt/gpt.py's CPU default
+    return kernel, why
 
 
 def build_model(config: GPTConfig, weights: dict[str, Any], device: Any = None) -> Any:

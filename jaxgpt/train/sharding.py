@@ -3,8 +3,9 @@
 References: the JAX sharding guide (`jax.make_mesh`, `NamedSharding`), nanodo (1-D "data" mesh,
 batch on `P("data")`, error when the batch does not divide the devices), the Flax NNX GSPMD guide.
 
-- One `Mesh` over every device of every process, axis "data". No pmap, no manual psum: the step
-  is `jax.jit` with these shardings and XLA inserts the gradient all-reduce.
+- One `Mesh` over every device of every process, axis "data". No pmap: the step is `jax.jit` with
+  these shardings; its accumulation loop is a `jax.shard_map` with one psum of the gradients after
+  it (jaxgpt/train/trainer.py), so the devices exchange gradients once per optimiser step.
 - Data parallel (default): every parameter and optimiser leaf replicated, `P()`.
 - FSDP (`fsdp=True`): each leaf of >= 2 dims (and its AdamW moments, which have its shape) is
   split over "data" along its largest dimension that the device count divides; XLA all-gathers
@@ -25,6 +26,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxgpt.common.attention import DeviceInfo
+
 AXIS = "data"
 
 
@@ -32,14 +35,18 @@ def init_distributed(coordinator: str | None = None, num_processes: int | None =
                      process_id: int | None = None) -> None:
     """`jax.distributed.initialize` from arguments or env vars JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID.
 
-    Does nothing for a single process (no coordinator given or set). On CPU the cross-process
-    collectives use gloo. Must run before anything touches a jax device.
+    Does nothing for a single process (no coordinator given or set). `coordinator="auto"`: read
+    everything from the cluster (Slurm, Open MPI). On CPU the cross-process collectives use gloo.
+    Must run before anything touches a jax device.
     """
     coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
     if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
         num_processes = int(os.environ["JAX_NUM_PROCESSES"])
     if process_id is None and os.environ.get("JAX_PROCESS_ID"):
         process_id = int(os.environ["JAX_PROCESS_ID"])
+    if coordinator == "auto":
+        _init_from_cluster(num_processes, process_id)
+        return
     if not coordinator:
         if num_processes not in (None, 1):
             raise ValueError(f"num_processes={num_processes} needs a coordinator address (host:port of process 0): "
@@ -52,6 +59,28 @@ def init_distributed(coordinator: str | None = None, num_processes: int | None =
     # Only affects the CPU backend (GPUs use NCCL): without it, CPU arrays cannot cross processes.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+
+
+def _init_from_cluster(num_processes: int | None, process_id: int | None) -> None:
+    """--coordinator=auto: JAX reads the coordinator, process count and id from the cluster's environment
+    (Slurm's SLURM_* variables under srun, Open MPI's under mpirun, ...), as `jax.distributed.initialize()`
+    with no arguments does."""
+    if num_processes is not None or process_id is not None:
+        raise ValueError("--coordinator=auto reads the number of processes and this process's id from the cluster; "
+                         "drop --num_processes/--process_id (or give all three explicitly)")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # as below: CPU arrays across processes
+    try:
+        jax.distributed.initialize()
+    except ValueError as e:  # no cluster environment detected: JAX asks for an explicit coordinator
+        raise ValueError(f"--coordinator=auto found no cluster environment to read the processes from (JAX detects "
+                         f"Slurm under srun, Open MPI under mpirun, ...: {e}); outside one, pass "
+                         "--coordinator=HOST:PORT --num_processes=N --process_id=I") from None
+
+
+def device_info(device: jax.Device | None = None) -> DeviceInfo:
+    """What --attn=auto decides on (jaxgpt/common/attention.py): this process's first device by default."""
+    d = device if device is not None else jax.local_devices()[0]
+    return DeviceInfo(d.platform, d.device_kind, getattr(d, "compute_capability", None))  # NVIDIA GPUs only
 
 
 def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:

@@ -9,7 +9,10 @@ The step, for a global batch of A micro-steps x M rows (A = `grad_accum`):
     grads /= A; norm = global_norm(grads); clip to 1.0 + AdamW (jaxgpt/train/optimizer.py)
 all inside one `jax.jit`, so there is no host round trip per micro-step. The rows M are sharded
 over the mesh's "data" axis (jaxgpt/train/sharding.py); parameters and optimiser state are
-replicated, or FSDP-sharded with `fsdp=True`. XLA adds the gradient all-reduce.
+replicated, or FSDP-sharded with `fsdp=True`. Data parallel: the scan runs per device under
+`jax.shard_map` and the gradients are summed across devices once, after it (plain jit would
+all-reduce them in every micro-step; tests/test_grad_allreduce.py reads it from the compiled HLO).
+FSDP: plain jit, XLA all-gathers the weights and reduce-scatters the gradients.
 
 Compute dtype: `dtype="bfloat16"` runs the matmuls in bf16 while parameters, gradients and the
 AdamW moments stay fp32 (GPT's `dtype` vs its fp32 `param_dtype`); LayerNorm, softmax and the
@@ -42,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 from jaxgpt.common.checkpoint import ORBAX_FORMAT, check_train_state
 from jaxgpt.common.config import GPTConfig
@@ -54,6 +58,7 @@ from jaxgpt.train.sharding import (
     barrier,
     global_batch,
     global_eval_batch,
+    AXIS,
     make_mesh,
     state_shardings,
     to_host,
@@ -104,15 +109,15 @@ class Trainer:
         self._gd_eval, _ = nnx.split((model, opt))
         model.train()
         self._gd_train, state = nnx.split((model, opt))
+        gd_model = nnx.split(model, nnx.Param, ...)[0]  # the training model's structure, for the micro-steps
         self._shardings = state_shardings(state, self.mesh, fsdp)
         self.state = _place(state, self._shardings)
         del model, opt  # the live copy is self.state, on the mesh
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         gd_train, gd_eval, A = self._gd_train, self._gd_eval, grad_accum
 
-        def train_step(state, x, y):  # x, y: (A, M, T)
-            model, opt = nnx.merge(gd_train, state)
-            gd_model, params, rest = nnx.split(model, nnx.Param, ...)  # rest: dropout RNG streams
+        def accumulate(params, rest, x, y):
+            """Sum of the A micro-steps' gradients and losses (lax.scan: one compiled micro-step)."""
 
             def loss_fn(p, rest, xb, yb):
                 m = nnx.merge(gd_model, p, rest, copy=True)  # fresh Variables at this trace level
@@ -126,6 +131,34 @@ class Trainer:
 
             zeros = jax.tree.map(jnp.zeros_like, params)
             (gsum, lsum, rest), _ = jax.lax.scan(micro, (zeros, jnp.zeros((), jnp.float32), rest), (x, y))
+            return gsum, lsum, rest
+
+        def accumulate_per_device(params, rest, x, y):
+            """Data parallel: each device accumulates the gradients of its own rows, then ONE all-reduce.
+
+            Under plain jit, XLA reduces each micro-step's gradient across devices inside the scan (the
+            gradient of replicated parameters must be replicated), i.e. A all-reduces of the whole
+            gradient per step; with shard_map the loop is per device and the psum comes after it. Each
+            device folds its index into the dropout keys so that rows on different devices get
+            different masks (the keys go back unchanged; the counters advance alike everywhere).
+            """
+            device = jax.lax.axis_index(AXIS)
+            local = jax.tree.map(lambda v: jax.random.fold_in(v, device) if _is_key(v) else v, rest)
+            gsum, lsum, advanced = accumulate(params, local, x, y)
+            n = jax.lax.psum(1, AXIS)  # devices: each one's loss is the mean over its equal share of rows
+            gsum, lsum = jax.tree.map(lambda g: jax.lax.psum(g, AXIS) / n, (gsum, lsum))
+            return gsum, lsum, jax.tree.map(lambda old, new: old if _is_key(old) else new, rest, advanced)
+
+        batch = P(None, AXIS)  # (A, M, T): rows split over the devices
+        per_device = jax.shard_map(accumulate_per_device, mesh=self.mesh, in_specs=(P(), P(), batch, batch),
+                                   out_specs=(P(), P(), P()), check_vma=False)
+
+        def train_step(state, x, y):  # x, y: (A, M, T)
+            model, opt = nnx.merge(gd_train, state)
+            _, params, rest = nnx.split(model, nnx.Param, ...)  # rest: dropout RNG streams
+            # FSDP shards the parameters themselves: there XLA's own placement (all-gather the weights,
+            # reduce-scatter the gradients per micro-step) is the design, so the step stays plain jit.
+            gsum, lsum, rest = (accumulate if fsdp else per_device)(params, rest, x, y)
             grads = jax.tree.map(lambda g: g / A, gsum)  # mean over micro-steps = mean over the global batch
             nnx.update(model, rest)
             norm = optax.tree.norm(grads)  # before clipping, as torch's clip_grad_norm_ reports it

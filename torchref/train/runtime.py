@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from jaxgpt.common.attention import choose_attention
 from jaxgpt.common.config import GPTConfig
 from jaxgpt.common.loop import Cluster, Launch, Runtime
 from jaxgpt.common.recipes import TrainConfig
@@ -40,15 +41,24 @@ def make_runtime(model_cfg: GPTConfig, cfg: TrainConfig, optim: OptimConfig, clu
     from torchref.train.trainer import Trainer
 
     device = cluster.handle.device
+    attn, why = attention_impl(cfg.attn, cfg.dtype, model_cfg, device)
     trainer = Trainer(model_cfg, optim, seed=cfg.seed, grad_accum=grad_accum, dtype=cfg.dtype, device=device,
-                      compile=cfg.compile)
+                      compile=cfg.compile, attn=attn)
 
     def hellaswag(rendered: Sequence[Any]) -> dict:
         from torchref.eval.hellaswag import evaluate_hellaswag
 
         return evaluate_hellaswag(trainer.model_view(), rendered, batch_size=8, device=device)
 
-    return Runtime(trainer, cluster, barrier, float, async_dispatch=device.type == "cuda", hellaswag=hellaswag)
+    return Runtime(trainer, cluster, barrier, float, async_dispatch=device.type == "cuda", hellaswag=hellaswag,
+                   setup=(f"attention: {why}",))
+
+
+def attention_impl(requested: str, dtype: str, model_cfg: GPTConfig, device: Any) -> tuple[str, str]:
+    """The Trainer's attn (SDPA backend) for --attn on `device`, and why (logged at start)."""
+    from torchref.train.sharding import device_info
+
+    return choose_attention("torch", requested, device_info(device), dtype, model_cfg.n_embd // model_cfg.n_head)
 
 
 def build_model(config: GPTConfig, weights: dict[str, Any], device: Any = None) -> Any:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from jaxgpt.common.attention import DeviceInfo
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -46,6 +48,14 @@ def init_distributed(device: str | None = None) -> DistInfo:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return DistInfo(rank, local_rank, world, dev)
+
+
+def device_info(device: str | torch.device) -> DeviceInfo:
+    """What --attn decides on (jaxgpt/common/attention.py), read from torch."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return DeviceInfo(device.type, device.type)
+    return DeviceInfo("cuda", torch.cuda.get_device_name(device), torch.cuda.get_device_capability(device))
 
 
 def is_distributed() -> bool:

@@ -15,12 +15,13 @@ numpy reads without torch: a torch checkpoint resumes in JAX and a JAX one here
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from jaxgpt.common.checkpoint import (
@@ -38,6 +39,9 @@ from torchref.gpt import GPT
 from torchref.train.optimizer import make_optimizer, optimizer_step
 from torchref.train.sharding import barrier, is_distributed, mean_across
 
+SDPA_BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+                 "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+
 
 class Trainer:
     """torchref GPT + torch AdamW (same recipe), optionally DDP across torchrun processes."""
@@ -47,7 +51,7 @@ class Trainer:
 
     def __init__(self, config: GPTConfig, optim: OptimConfig, weights: dict[str, np.ndarray] | None = None,
                  seed: int = 0, *, grad_accum: int = 1, dtype: str = "float32", device: str | torch.device | None = None,
-                 compile: bool = False) -> None:
+                 compile: bool = False, attn: str = "auto") -> None:
         check_trainer_args(grad_accum, dtype)
         self.config, self.optim, self.step_count = config, optim, 0
         self.grad_accum, self.dtype = grad_accum, dtype
@@ -61,9 +65,15 @@ class Trainer:
             if is_distributed() else None
         net = self.ddp or self.model
         self.forward = torch.compile(net) if compile else net
+        # --attn (jaxgpt/common/attention.py): "auto" lets SDPA pick its kernel; else only that backend.
+        self._sdpa_backends = None if attn == "auto" else [SDPA_BACKENDS[attn]]
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16")
+    @contextmanager
+    def _compute(self):
+        """The compute dtype (bf16 autocast or fp32) and the attention kernel of the run."""
+        kernels = nullcontext() if self._sdpa_backends is None else sdpa_kernel(self._sdpa_backends)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"), kernels:
+            yield
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(a, np.int64)).to(self.device, non_blocking=True)
@@ -84,7 +94,7 @@ class Trainer:
             # Sync gradients across processes only once, on the last micro-step.
             sync = self.ddp is None or a == A - 1
             with (nullcontext() if sync else self.ddp.no_sync()):
-                with self._autocast():
+                with self._compute():
                     _, loss = self.forward(xs[a], ys[a])
                 (loss / A).backward()
             loss_sum += loss.detach()
@@ -98,7 +108,7 @@ class Trainer:
 
     def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float:
         self.model.eval()
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self._compute():
             _, loss = self.model(self._tensor(x), self._tensor(y))
         return float(mean_across(loss.float()))
 
@@ -127,7 +137,7 @@ class Trainer:
 
     def train_state_numpy(self) -> dict[str, np.ndarray]:
         """The whole training state as numpy arrays by name (jaxgpt/common/checkpoint.py's layout)."""
-        host = lambda t: t.detach().float().cpu().numpy().copy()  # noqa: E731
+        host = lambda t: t.detach().float().cpu().numpy().copy()
         out = {f"params/{k}": host(p) for k, p in self._params_by_name().items()}
         for k, p in self._params_by_name().items():
             st = self.opt.state.get(p, {})
