@@ -349,13 +349,17 @@ def test_bad_input_clear_errors_and_nothing_overwritten(straight, shards, tmp_pa
     blocker.write_text("x")
     assert _main([*base, f"--out_dir={blocker / 'run'}"]) == 1
     assert "not writable" in capsys.readouterr().err
+
+
+def test_read_only_checkpoint_directory_is_refused(shards, tmp_path, capsys):
+    # Its own test, so that running as root (CI does) skips this check alone, not the bad-input test above.
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
     try:
         if os.access(locked, os.W_OK):
             pytest.skip("running as root: permissions are not enforced")
-        assert _main([*base, f"--out_dir={locked / 'run'}"]) == 1
+        assert _main([*RUN_ARGS, "--micro_batch=2", f"--data_dir={shards}", f"--out_dir={locked / 'run'}"]) == 1
         assert "not writable" in capsys.readouterr().err
     finally:
         locked.chmod(0o700)
