@@ -50,7 +50,8 @@ def test_missing_data_fails_in_ci_only_when_the_data_folder_exists(ci, tmp_path,
     assert conftest.data_file("names.txt") == tmp_path / "names.txt"
 
 
-def test_an_error_of_tiktoken_itself_is_not_a_skip(ci, tmp_path, monkeypatch):
+@pytest.mark.usefixtures("ci")  # in both modes
+def test_an_error_of_tiktoken_itself_is_not_a_skip(tmp_path, monkeypatch):
     import tiktoken.load
     import tiktoken.registry
 

@@ -170,7 +170,7 @@ def _write(tag: str):
     return write
 
 
-def test_checkpoints_keep_last_k_and_fall_back_from_a_corrupt_one(tmp_path, capsys):
+def test_checkpoints_keep_last_k_and_fall_back_from_a_corrupt_one(tmp_path):
     logs = []
     ck = CheckpointDir(tmp_path, keep=2, log=logs.append)
     for s in (10, 20, 30):
