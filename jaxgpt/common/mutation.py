@@ -324,6 +324,22 @@ MUTANTS: list[Mutant] = [
        [f"{_MM}::test_twin_parity"], "the running mean keeps 10% of the old estimate instead of 90%"),
     _m("torch-bn-running-var-not-updated", "torchref/makemore/layers.py", "self.running_var.mul_(1 - m).add_(m * var)",
        "self.running_var.mul_(1.0)", [f"{_MM}::test_twin_parity"], "torch's running variance never moves"),
+    # -- numerics: fp32 islands under bf16, tanh GELU, residual init
+    # (dtype=None would be an equivalent mutant: LayerNorm's input, the residual stream, and its
+    # parameters are fp32, so it still computes in fp32.)
+    _m("layernorm-in-bf16", "jaxgpt/gpt.py", "use_bias=config.bias, dtype=jnp.float32, rngs=rngs)",
+       "use_bias=config.bias, dtype=jnp.bfloat16, rngs=rngs)",
+       ["tests/test_precision.py::test_jax_residual_stream_layernorm_and_loss_are_fp32"],
+       "LayerNorm computes in bf16 (torch autocast keeps it fp32)"),
+    _m("softmax-scores-in-bf16", "jaxgpt/gpt.py",
+       "att = jnp.matmul(q, k.swapaxes(-1, -2), precision=precision, preferred_element_type=jnp.float32)",
+       "att = jnp.matmul(q, k.swapaxes(-1, -2), precision=precision)",
+       ["tests/test_precision.py::test_jax_op_dtypes_under_bf16"], "attention scores and softmax in bf16"),
+    _m("gelu-exact", "jaxgpt/gpt.py", "jax.nn.gelu(h, approximate=True)", "jax.nn.gelu(h, approximate=False)",
+       ["tests/test_invariants.py::test_mlp_activation_is_gpt2s_tanh_gelu"],
+       "the exact erf GELU instead of GPT-2's tanh approximation (parity_tests/test_gpt.py::test_mlp let it pass)"),
+    _m("torch-gelu-exact", "torchref/gpt.py", 'F.gelu(h, approximate="tanh")', "F.gelu(h)",
+       ["tests/test_invariants.py::test_mlp_activation_is_gpt2s_tanh_gelu"], "torch's MLP uses the exact erf GELU"),
     # -- metrics the logs report
     _m("bits-per-byte-swapped", "jaxgpt/common/loop.py", "return nats_per_token / (bytes_per_token * math.log(2))",
        "return bytes_per_token / (nats_per_token * math.log(2))",
