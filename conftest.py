@@ -3,7 +3,14 @@
 Runs before jax is imported anywhere, so the environment set here takes effect:
 - 8 simulated CPU devices, so sharding / data-parallel tests run on any machine;
 - the real data files from ../shared/data (or $JAXGPT_TEST_DATA), skipped when absent;
-- tiktoken's offline cache from that folder, so `gpt2` / `cl100k_base` load with no network.
+- tiktoken's offline cache from that folder, so `gpt2` / `cl100k_base` load with no network;
+- what a missing test dependency does: a skip on a developer's machine, a failure in CI.
+
+In CI (`JAXGPT_CI=1`, exported by .ci/run) a missing test dependency fails the test with a message
+naming it, instead of skipping, so a broken CI environment cannot pass by running less:
+- transformers (the one external reference) and tiktoken must be installed;
+- the real-data folder may be absent altogether (a bare CI machine has none: those tests skip), but
+  when it exists, every file a test needs in it (tiktoken_cache/ rank files included) must be there.
 """
 
 from __future__ import annotations
@@ -20,39 +27,73 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = Path(os.environ.get("JAXGPT_TEST_DATA", ROOT.parent / "shared" / "data"))
-if (DATA_DIR / "tiktoken_cache").is_dir():
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(DATA_DIR / "tiktoken_cache"))
+TIKTOKEN_CACHE = DATA_DIR / "tiktoken_cache"
+if TIKTOKEN_CACHE.is_dir():
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(TIKTOKEN_CACHE))
+IN_CI = os.environ.get("JAXGPT_CI") == "1"
+# tiktoken's cache names each rank file sha1(its download URL) (tiktoken/load.py::read_file_cached);
+# the names below are those of shared/data/tiktoken_cache (its README lists the URLs).
+TIKTOKEN_FILES = {
+    "gpt2": ["6d1cbeee0f20b3d9449abfede4726ed8212e3aee", "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6"],
+    "r50k_base": ["0ea1e91bbb3a60f729a8dc8f777fd2fc07cd8df4"],
+    "cl100k_base": ["9b5ad71b2ce5302211f9c61530b329a4922fc6a4"],
+}
+
+
+def missing(what: str, fix: str, *, ci_fails: bool) -> None:
+    """Skip (on a developer's machine) or fail (in CI, when `ci_fails`) a test whose dependency is missing.
+
+    Usable at module level too (a skip there needs allow_module_level; a fail there is a collection error).
+    """
+    if IN_CI and ci_fails:
+        pytest.fail(f"JAXGPT_CI=1: {what}; {fix}", pytrace=False)
+    pytest.skip(f"{what}; {fix}", allow_module_level=True)
+
+
+def require_module(name: str):
+    """`import name`, or a skip (a failure in CI) naming the missing package."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        missing(f"test dependency {name!r} is not installed ({e})", 'install it: pip install -e ".[dev]"', ci_fails=True)
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The real-data folder; tests that need it skip (with the reason) when it is missing."""
+    """The real-data folder; tests that need it skip (with the reason) when it is missing, in CI too."""
     if not DATA_DIR.is_dir():
-        pytest.skip(f"real data folder {DATA_DIR} not found; set JAXGPT_TEST_DATA to the shared/data folder")
+        missing(f"real data folder {DATA_DIR} not found", "set JAXGPT_TEST_DATA to the shared/data folder",
+                ci_fails=False)
     return DATA_DIR
 
 
-def tiktoken_encoding(name: str):
-    """tiktoken's `name` encoding, or a skip saying where its offline rank files are expected.
-
-    With ../shared/data present the encoding loads from its tiktoken_cache folder; elsewhere
-    tiktoken downloads it, and a machine without network skips instead of failing.
-    """
-    import tiktoken
-
-    try:
-        return tiktoken.get_encoding(name)
-    except Exception as e:  # noqa: BLE001 - tiktoken raises requests' or its own errors when offline
-        pytest.skip(f"tiktoken encoding {name!r} unavailable offline ({type(e).__name__}); set JAXGPT_TEST_DATA "
-                    f"to a folder holding tiktoken_cache/ (now {DATA_DIR})")
-
-
 def data_file(relpath: str) -> Path:
-    """A file under the real-data folder, or a skip naming the missing path."""
+    """A file under the real-data folder, or a skip naming the missing path.
+
+    In CI: no data folder at all is a skip (a bare CI machine has none); a data folder without the file
+    is a failure (an incomplete copy would otherwise pass by running less).
+    """
     p = DATA_DIR / relpath
     if not p.exists():
-        pytest.skip(f"{p} not found; set JAXGPT_TEST_DATA to a folder holding {relpath}")
+        missing(f"{p} not found", f"set JAXGPT_TEST_DATA to a folder holding {relpath}", ci_fails=DATA_DIR.is_dir())
     return p
+
+
+def tiktoken_encoding(name: str):
+    """tiktoken's `name` encoding, loaded from the data folder's tiktoken_cache (no network).
+
+    Only missing rank files are a skip (a failure in CI when the data folder exists, as `data_file`);
+    any error of tiktoken itself with the files present (a bad hash, a bad file) fails the test.
+    """
+    tiktoken = require_module("tiktoken")
+    if name not in TIKTOKEN_FILES:
+        raise ValueError(f"no offline rank files known for tiktoken encoding {name!r}; use one of "
+                         f"{sorted(TIKTOKEN_FILES)} or add its cache file names to conftest.TIKTOKEN_FILES")
+    for f in TIKTOKEN_FILES[name]:
+        data_file(f"tiktoken_cache/{f}")
+    return tiktoken.get_encoding(name)
 
 
 @pytest.fixture(scope="module")

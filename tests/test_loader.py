@@ -261,7 +261,7 @@ def test_shards_shorter_than_a_global_batch_are_skipped(shard_dir):
         ShardLoader(shard_dir, "train", 8, 200)
 
 
-def test_bad_shards_are_rejected_with_the_file_named(shard_dir, tmp_path_factory):
+def test_bad_shards_are_rejected_with_the_file_named(shard_dir):
     bad = shard_dir / "edufineweb_train_000002.npy"
     np.save(bad, np.arange(700, dtype=np.int32))
     with pytest.raises(ValueError, match=r"edufineweb_train_000002.npy has dtype int32, expected uint16"):

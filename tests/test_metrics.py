@@ -1,8 +1,13 @@
-"""jaxgpt/common/metrics.py: parameter counts, FLOPs per token, peak table, MFU."""
+"""jaxgpt/common/metrics.py: parameter counts, FLOPs per token, peak table, MFU; bits per byte."""
+
+import math
+from pathlib import Path
 
 import pytest
 
 from jaxgpt.common.config import PRESETS, GPTConfig
+from jaxgpt.common.data.prepare import DataInfo
+from jaxgpt.common.loop import bits_per_byte
 from jaxgpt.common.metrics import flops_per_token, mfu, num_params, peak_flops
 
 
@@ -48,3 +53,13 @@ def test_mfu():
     assert mfu(tps, cfg, 1024, "NVIDIA A100-SXM4-40GB") == pytest.approx(1.0)
     assert mfu(tps, cfg, 1024, "NVIDIA A100-SXM4-40GB", n_devices=2) == pytest.approx(0.5)
     assert mfu(tps, cfg, 1024, "cpu") is None
+
+
+def test_bits_per_byte_with_unequal_token_and_byte_counts():
+    # 3.2 nats per token, 4 bytes per token (1000 tokens of 4000 bytes): 3.2 / (4 ln 2) = 1.1542 bits per byte.
+    # With equal counts a swap of the two arguments (or of bytes and tokens) would pass; here it gives 1.80.
+    info = DataInfo(Path("."), None, {"val": {"tokens": 1000, "bytes": 4000, "documents": 3, "shards": 1}})
+    assert info.bytes_per_token("val") == 4.0
+    assert info.bytes_per_token("train") is None  # no such split: no bits per byte, not a made-up ratio
+    assert bits_per_byte(3.2, info.bytes_per_token("val")) == pytest.approx(3.2 / (4 * math.log(2)), rel=1e-12)
+    assert bits_per_byte(3.2, 4.0) == pytest.approx(1.1541560327111708, rel=1e-12)

@@ -30,7 +30,7 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import tiktoken_encoding
+from conftest import require_module, tiktoken_encoding
 from jaxgpt.common.tokenizer import (
     GPT2_SPLIT_PATTERN,
     GPT4_SPLIT_PATTERN,
@@ -40,7 +40,7 @@ from jaxgpt.common.tokenizer import (
 )
 from jaxgpt.common.tokenizer.split import REGENERATE, Splitter, classes_of_regex, classes_of_tiktoken
 
-tiktoken = pytest.importorskip("tiktoken")
+tiktoken = require_module("tiktoken")
 
 EVERY_CODE_POINT = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, sys.maxunicode + 1)))
 CONTEXTS = ("{}'s", " {}1", "{},Tk", "a{} b")
