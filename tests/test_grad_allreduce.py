@@ -76,5 +76,5 @@ ENTRY %main.9 (a: f32[4]) -> f32[4] {
 """
     assert set(computations(hlo)) == {"body.1", "inner.2", "main.9"}
     assert count_collectives(hlo) == 2
-    assert collectives_in_loops(hlo) == ["inner.2: ROOT %all-reduce.7 = f32[4]{0} all-reduce(f32[4]{0} %x), "
-                                         "replica_groups={}, to_apply=%add.3"]
+    assert collectives_in_loops(hlo) == [("inner.2: ROOT %all-reduce.7 = f32[4]{0} all-reduce(f32[4]{0} %x), "
+                                          "replica_groups={}, to_apply=%add.3")]
