@@ -177,6 +177,7 @@ def test_checkpoints_keep_last_k_and_fall_back_from_a_corrupt_one(tmp_path):
         ck.save(s, _write(f"s{s}"), {"x": s})
     assert ck.steps() == [20, 30] and all(checkpoint_exists(ck.path(s)) for s in (20, 30))
     (ck.path(30) / "state.bin").write_bytes(b"trunc")  # a truncated file: the manifest size disagrees
+    assert not checkpoint_exists(ck.path(30))  # seen by the size check alone (listing, pruning), before any hashing
     got = []
     meta = ck.restore_latest(lambda p, m: got.append(p.name))
     assert meta["step"] == 20 and got == ["step_00000020"]
