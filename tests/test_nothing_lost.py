@@ -148,18 +148,21 @@ def train(out: Path, shards: Path, *extra: str, resume: bool = False, **kw) -> i
 
 def test_a_diverged_run_continues_from_its_finite_checkpoint_with_the_advised_settings(shards, tmp_path, capsys):
     out = tmp_path / "run"
-    assert train(out, shards, "--lr=30", "--warmup_steps=0", "--grad_clip=0", "--max_steps=30") == 3
+    # lr 20 without clipping diverges within ~8 steps; checkpoints every 4 steps leave a finite one that is still
+    # trainable (every step's checkpoint, or lr >= 30, leaves only parameters already too large to resume from:
+    # tests below cover that case). Chaotic by nature: measured on this CPU with the shard_map step.
+    assert train(out, shards, "--lr=20", "--warmup_steps=0", "--grad_clip=0", "--max_steps=30", "--ckpt_every=4") == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "newest finite checkpoint is" in err
     lr = float(re.search(r"--lr=(\S+)\)", err).group(1))
     good = int(re.search(r"step_(\d{8})", err).group(1))
-    assert CheckpointDir(out / "checkpoints").newest_finite() == good and lr == 15
+    assert CheckpointDir(out / "checkpoints").newest_finite() == good and lr == 10
     # The advice, as printed (--resume with a lower --lr; here a sane one), is accepted: a few more steps from there.
     assert train(out, shards, "--lr=1e-3", "--warmup_steps=0", "--grad_clip=0", f"--max_steps={good + 2}",
                  resume=True) == 0
     got = capsys.readouterr().out
     assert f"resumed from {out / 'checkpoints' / f'step_{good:08d}'}" in got
-    assert "resume with changed settings: lr 30.0 -> 0.001, max_steps 30 -> " in got
+    assert "resume with changed settings: lr 20.0 -> 0.001, max_steps 30 -> " in got
     assert all(np.isfinite(r["loss"]) for r in read_log(out / "train_log.csv") if "loss" in r)
 
 
