@@ -37,9 +37,7 @@ if __name__ == "__main__":
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    failed = [k for k, v in result.items() if isinstance(v, dict) and ("error" in v or any(
-        isinstance(x, dict) and "error" in x for x in v.values()))]
-    failed += ["bench"] if any("error" in r for r in result["bench"]) else []
+    failed = acceptance.failed_parts(result)
     print(json.dumps({k: result[k] for k in ("hlo", "hellaswag")}, indent=1))
     print(result["row"])
     print(f"wrote {a.out / 'acceptance.json'}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))

@@ -22,6 +22,7 @@ def test_the_summary_row_takes_each_frameworks_best_batch_and_flags_loop_reducti
         "hlo": {"device": "NVIDIA H100", "inside_loops": ["body: all-reduce"]},
         "train": {"jax": {"losses": [[0, 11.0], [99, 6.25]]}, "torch": {"error": "exit 1"}},
     }
+    assert acceptance.failed_parts(result) == ["bench", "train"]
     assert acceptance.summary_row(result) == ("| 2026-11-30 12:00 UTC | NVIDIA H100 | 120 tok/s, MFU 45.0%, B=32 | "
                                               "90 tok/s, MFU n/a, B=16 | - | 1 IN LOOPS | jax 6.250 |")
 

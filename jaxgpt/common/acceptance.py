@@ -157,6 +157,15 @@ def hellaswag(plan: Plan, runs: dict, data: Path, log: Callable[[str], None]) ->
     return found
 
 
+def failed_parts(result: dict) -> list[str]:
+    """The parts (bench, hlo, train, hellaswag) that recorded an error anywhere."""
+    def failed(v: Any) -> bool:
+        if isinstance(v, dict):
+            return "error" in v or any(failed(x) for x in v.values())
+        return isinstance(v, list) and any(failed(x) for x in v)
+    return [part for part in ("bench", "hlo", "train", "hellaswag") if failed(result.get(part))]
+
+
 def summary_row(result: dict) -> str:
     """One markdown table row for docs/BENCHMARKS.md section 9."""
     best = {}

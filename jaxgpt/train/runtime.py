@@ -11,8 +11,10 @@ devices rows per micro-step, and the jitted step reduces the gradients over the 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from jaxgpt.common.attention import choose_attention
@@ -70,9 +72,6 @@ def use_compile_cache(setting: str) -> str:
 
     A folder that cannot be created or written is a warning, not an error: the run compiles as usual.
     """
-    import os
-    from pathlib import Path
-
     import jax
 
     if setting == "auto":

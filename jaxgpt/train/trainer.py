@@ -55,10 +55,10 @@ from jaxgpt.common.weights import save_hf_dir
 from jaxgpt.gpt import GPT, _torch_name
 from jaxgpt.train.optimizer import make_optimizer
 from jaxgpt.train.sharding import (
+    AXIS,
     barrier,
     global_batch,
     global_eval_batch,
-    AXIS,
     make_mesh,
     state_shardings,
     to_host,
@@ -145,10 +145,11 @@ class Trainer:
             device = jax.lax.axis_index(AXIS)
             local = jax.tree.map(lambda v: jax.random.fold_in(v, device) if _is_key(v) else v, rest)
             gsum, lsum, advanced = accumulate(params, local, x, y)
-            n = jax.lax.psum(1, AXIS)  # devices: each one's loss is the mean over its equal share of rows
-            gsum, lsum = jax.tree.map(lambda g: jax.lax.psum(g, AXIS) / n, (gsum, lsum))
+            # each device's loss is the mean over its equal share of rows: the global mean is their mean
+            gsum, lsum = jax.tree.map(lambda g: jax.lax.psum(g, AXIS) / n_devices, (gsum, lsum))
             return gsum, lsum, jax.tree.map(lambda old, new: old if _is_key(old) else new, rest, advanced)
 
+        n_devices = self.mesh.shape[AXIS]
         batch = P(None, AXIS)  # (A, M, T): rows split over the devices
         per_device = jax.shard_map(accumulate_per_device, mesh=self.mesh, in_specs=(P(), P(), batch, batch),
                                    out_specs=(P(), P(), P()), check_vma=False)
