@@ -63,6 +63,14 @@ class Cluster:
     handle: Any = None
 
 
+def primary_only(log: Callable[[str], None], cluster: Cluster) -> Callable[[str], None]:
+    """`log` on process 0; nothing on the others (their warnings and errors go to stderr, which they keep).
+
+    Under torchrun or a multi-host JAX launch every process runs the same loop: without this, each step line,
+    evaluation and sample would be printed once per process."""
+    return log if cluster.process_index == 0 else (lambda _msg: None)
+
+
 @dataclass
 class Runtime:
     """What the loop needs from the framework side (jaxgpt/train/runtime.py, torchref/train/runtime.py)."""
@@ -78,6 +86,9 @@ class Runtime:
     save: Callable[[Path], Any] | None = None  # writes a checkpoint's state into a folder (default trainer.save)
     setup: tuple[str, ...] = ()  # lines logged at start: the attention kernel chosen and why, the compilation cache
     log: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
+    # Several processes: launch the all-reduce (max) of this process's stop signal (0 = none) across processes
+    # and return its not-yet-fetched result (`fetch` reads it). None: one process, its own flag decides.
+    agree_stop: Callable[[int], Any] | None = None
 
     @property
     def primary(self) -> bool:
@@ -157,6 +168,7 @@ class Loop:
         self.train_seconds, self.steps_timed = 0.0, 0  # this session, compile step excluded
         self.last_samples: list[str] = []
         self.saved: set[int] = set()  # checkpoints written by this session
+        self.vote: Any = None  # the stop vote launched after the previous step, not fetched yet
 
     # ---- one step ------------------------------------------------------------------------------
     def dispatch(self, step: int) -> None:
@@ -276,13 +288,29 @@ class Loop:
             for step in range(start, self.optim.max_steps):
                 self.periodic(step, start)
                 self.dispatch(step)
-                if stop["signal"] is not None:
+                signum = self.agreed_signal(stop["signal"])
+                if signum is not None:
                     self.save(step + 1)
                     self.ckpts.commit()
-                    raise Stop(f"stopped by signal {stop['signal']} after step {step}; checkpoint saved in "
-                               f"{self.ckpts.path(step + 1)}; continue with --resume",
-                               exit_code_for_signal(stop["signal"]))
+                    raise Stop(f"stopped by signal {signum} after step {step}; checkpoint saved in "
+                               f"{self.ckpts.path(step + 1)}; continue with --resume", exit_code_for_signal(signum))
             return self.finish()
+
+    def agreed_signal(self, local: int | None) -> int | None:
+        """The signal that stops the run after the step just dispatched, the same on every process (or None).
+
+        A signal reaches one process (a scheduler may TERM only one), or reaches them a step apart; if each
+        stopped on its own flag, one would wait in the checkpoint's barrier while another waits in the next
+        step's all-reduce: a hang. So every step each process launches a vote (max of the signals across
+        processes) and reads the vote launched one step earlier, which completed with the step it followed:
+        the read waits for nothing the loop does not already wait for, and every process reads the same
+        vote after the same step, so all of them stop there together.
+        """
+        if self.rt.agree_stop is None:
+            return local
+        previous, self.vote = self.vote, self.rt.agree_stop(local or 0)
+        agreed = int(self.rt.fetch(previous)) if previous is not None else 0
+        return agreed or None
 
     def periodic(self, step: int, start: int) -> None:
         """The every-N-steps events due before step `step`."""

@@ -27,6 +27,7 @@ from jaxgpt.common.schedule import OptimConfig
 
 DTYPES = ("float32", "bfloat16")  # compute dtypes; parameters and optimiser state are always fp32
 BATCH_ORDERS = ("sequential", "random")
+COMPILE_CHOICES = ("auto", "true", "false")  # torch.compile: auto = on CUDA only
 ATTN_CHOICES = tuple(dict.fromkeys(c for choices in ATTENTION_CHOICES.values() for c in choices))  # either framework
 
 
@@ -41,7 +42,7 @@ class TrainConfig:
     seq_len: int = 0  # T, tokens per row; 0 = the model's block_size
     dtype: str = "float32"  # compute dtype ("float32" or "bfloat16"); params and AdamW state stay fp32
     fsdp: bool = False  # JAX: shard parameters + optimiser state over the devices (the 350M-1558M presets)
-    compile: bool = False  # torch: torch.compile the model
+    compile: str = "auto"  # torch: torch.compile the step's loss; "auto" = on CUDA, off on CPU (resolved at start)
     # JAX's persistent compilation cache: a later start or --resume loads the compiled steps instead of
     # compiling them again. "auto" = ~/.cache/jaxgpt/xla on GPUs/TPUs, off on CPUs; "" = off; else a folder.
     compile_cache: str = "auto"
@@ -87,6 +88,8 @@ class TrainConfig:
                             "documents); drop it or use --batch_order=sequential")
         if self.attn not in ATTN_CHOICES:
             problems.append(f"--attn={self.attn!r} is unknown; use one of {', '.join(ATTN_CHOICES)}")
+        if self.compile not in COMPILE_CHOICES:
+            problems.append(f"--compile={self.compile!r} is unknown; use one of {', '.join(COMPILE_CHOICES)}")
         if self.dtype not in DTYPES:
             problems.append(f"--dtype={self.dtype!r} is unknown; use one of {', '.join(DTYPES)}")
         if problems:

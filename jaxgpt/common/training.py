@@ -26,7 +26,7 @@ from jaxgpt.common.data.codec import TOKENIZER_FILE, load_codec, open_tokenizer
 from jaxgpt.common.data.loader import Prefetcher, ShardLoader, TokenArrayLoader, list_shards
 from jaxgpt.common.data.prepare import DataInfo, read_data_info
 from jaxgpt.common.hostmem import recycle_freed_memory
-from jaxgpt.common.loop import Launch, Loop, RunData
+from jaxgpt.common.loop import Launch, Loop, RunData, primary_only
 from jaxgpt.common.recipes import TrainConfig, batch_layout, configs_for
 from jaxgpt.common.resume import check_run_folder, replace_run, run_identity, start_step
 from jaxgpt.common.runlog import EXIT_BAD_INPUT, EXIT_USAGE, Stop
@@ -135,6 +135,7 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
 
     fw = frameworks.runtime(framework)
     cluster = fw.connect(launch or Launch())
+    log = primary_only(log, cluster)  # from here on, only process 0 prints
     micro, accum = batch_layout(cfg.total_batch_tokens, cfg.micro_batch, cfg.seq_len, cluster.n_devices)
     rows = micro * cluster.local_devices  # this process's rows per micro-step
     pid, nproc = cluster.process_index, cluster.num_processes
@@ -161,10 +162,14 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
     run = RunData(train_loader, val_loader, codec, data.bytes_per_token("val"), tasks)
     loop = Loop(model_cfg, cfg, optim, rt, run, out, ckpts, {"preset": preset, "config": identity})
     try:
-        return loop.run(start)
+        metrics = loop.run(start)
     finally:
         if isinstance(train_loader, Prefetcher):
             train_loader.close()  # its reader thread, with what it read ahead
+    bpb = f", {metrics['val_bpb']:.4f} bits/byte" if metrics.get("val_bpb") is not None else ""
+    speed = f", {metrics['steps_per_s']:.2f} steps/s" if metrics.get("steps_per_s") else ""
+    log(f"done: step {metrics['step']}, val loss {metrics['val_loss']:.4f}{bpb}{speed}")
+    return metrics
 
 
 def main(preset: str, overrides: list[str], framework: str = "jax", resume: bool = False,
@@ -174,7 +179,7 @@ def main(preset: str, overrides: list[str], framework: str = "jax", resume: bool
     # the poetry GPT spent a fifth of its time faulting fresh pages in without it). Harmless on GPU hosts.
     recycle_freed_memory()
     try:
-        m = train(preset, overrides, framework, resume, launch, force=force)
+        train(preset, overrides, framework, resume, launch, force=force)
     except Stop as e:
         print(f"{'error: ' if e.code == 3 else ''}{e}", file=sys.stderr, flush=True)
         return e.code
@@ -184,7 +189,4 @@ def main(preset: str, overrides: list[str], framework: str = "jax", resume: bool
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
-    bpb = f", {m['val_bpb']:.4f} bits/byte" if m.get("val_bpb") is not None else ""
-    speed = f", {m['steps_per_s']:.2f} steps/s" if m.get("steps_per_s") else ""
-    print(f"done: step {m['step']}, val loss {m['val_loss']:.4f}{bpb}{speed}", flush=True)
     return 0

@@ -8,7 +8,9 @@ acc 0.2859 / acc_norm 0.2955 on the official val set), nanodo (1-D data mesh, ba
 What runs here is one jitted function, `token_losses`: packed token rows (R, L) -> per-token
 cross-entropy (R, L-1). Every batch of an evaluation has the same shape (`pack_length` pads all
 examples to one length, `iter_batches` pads the last batch), so it compiles once per evaluation
-shape, and a training loop that evaluates every N steps re-uses that compilation.
+shape. A training loop that evaluates every N steps holds one `HellaSwagEval`: the tasks are
+rendered and packed once per run, each batch is as large as the memory budget allows, and an
+evaluation dispatches every batch before fetching all their losses at once.
 
 Distribution, two levels:
 - devices: with a `mesh`, a batch's rows are sharded over its (first) axis and the parameters are
@@ -36,11 +38,13 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxgpt.common.data.hellaswag import (
+    EVAL_BYTES_PER_DEVICE,
     N_ENDINGS,
     Result,
     check_eval_args,
     combine_results,
-    iter_batches,
+    examples_per_batch,
+    pack_batches,
     pack_length,
     pad_token,
     prepare_rendered,
@@ -70,13 +74,7 @@ def token_losses(model: GPT, tokens: np.ndarray, mesh: Mesh | None = None) -> np
 
 
 def _run(graphdef: nnx.GraphDef, state: nnx.State, tokens: np.ndarray, mesh: Mesh | None) -> np.ndarray:
-    if mesh is None:
-        return np.asarray(_token_losses(graphdef, state, jnp.asarray(tokens)))
-    spec = P(mesh.axis_names[0])
-    # Each process hands over its own rows; the global batch is their concatenation in process order.
-    x = multihost_utils.host_local_array_to_global_array(tokens, mesh, spec)
-    out = _token_losses(graphdef, state, x)  # (R_global, L-1), rows sharded like the input
-    return np.asarray(multihost_utils.global_array_to_host_local_array(out, mesh, spec))
+    return _fetch_all([_dispatch(graphdef, state, tokens, mesh)], mesh)[0]
 
 
 def _on_mesh(state: nnx.State, mesh: Mesh) -> nnx.State:
@@ -104,14 +102,16 @@ def _replicate(x: Any, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
-def evaluate_hellaswag(model: GPT, examples_or_path: Any, *, batch_size: int = 8, mesh: Mesh | None = None,
+def evaluate_hellaswag(model: GPT, examples_or_path: Any, *, batch_size: int | None = None, mesh: Mesh | None = None,
                        limit: int | None = None, enc: Any = None, progress: bool = False) -> dict:
     """Score HellaSwag completion-style; returns identical totals on every process.
 
-    examples_or_path: a hellaswag_val.jsonl-schema file, or a list of `Example`s, or of `Rendered`s
-      (render once and pass those when evaluating every N training steps).
+    examples_or_path: a hellaswag_val.jsonl-schema file, or a list of `Example`s, or of `Rendered`s.
+      To evaluate every N training steps, make one `HellaSwagEval` and call it instead: it renders and
+      packs the tasks once.
     batch_size: examples per process per step (each is 4 rows); with a mesh, 4 * batch_size must
-      divide by the mesh's devices in this process.
+      divide by the mesh's devices in this process. None: as many as the memory budget allows
+      (`examples_per_batch`).
     mesh: shard each batch's rows over the mesh's first axis (None: the default device), e.g.
       jaxgpt.train.sharding.make_mesh().
     enc: the tokenizer for rendering (default tiktoken gpt2).
@@ -119,36 +119,75 @@ def evaluate_hellaswag(model: GPT, examples_or_path: Any, *, batch_size: int = 8
     Returns {"acc", "acc_norm", "count", "correct", "correct_norm", "result", "seconds"}; `result`
     is the merged `Result` (per-example label / pred / pred_norm, ordered by example index).
     """
-    check_eval_args(batch_size, limit)
-    cfg = model.config
-    pad_id = pad_token(cfg)
-    rendered = prepare_rendered(examples_or_path, cfg, limit, enc, pad_id)
-    if mesh is not None:
-        n_local = len([d for d in mesh.devices.flat if d.process_index == jax.process_index()])
+    return HellaSwagEval(examples_or_path, model.config, batch_size=batch_size, mesh=mesh, limit=limit,
+                         enc=enc)(model, progress=progress)
+
+
+class HellaSwagEval:
+    """HellaSwag rendered and packed once, scored as often as needed (a training run: every N steps).
+
+    Each call dispatches every batch's forward without waiting, then fetches all the per-token losses in
+    one transfer: one host round trip per evaluation, not one per batch.
+    """
+
+    def __init__(self, examples_or_path: Any, config: Any, *, batch_size: int | None = None,
+                 mesh: Mesh | None = None, limit: int | None = None, enc: Any = None) -> None:
+        check_eval_args(1 if batch_size is None else batch_size, limit)
+        self.mesh = mesh
+        pad_id = pad_token(config)
+        rendered = prepare_rendered(examples_or_path, config, limit, enc, pad_id)
+        n_local = 1 if mesh is None else len([d for d in mesh.devices.flat if d.process_index == jax.process_index()])
+        length = pack_length(rendered, block_size=config.block_size)  # one shape for every batch: one compilation
+        pid, nproc = jax.process_index(), jax.process_count()
+        if batch_size is None:
+            batch_size = examples_per_batch(length, config.padded_vocab_size or config.vocab_size, n_local,
+                                            _device_budget(), -(-len(rendered) // nproc))
         if (N_ENDINGS * batch_size) % n_local:
             raise ValueError(f"a batch of {batch_size} examples is {N_ENDINGS * batch_size} rows, which does not "
                              f"divide over this process's {n_local} mesh devices; pick batch_size so that "
                              f"4 * batch_size is a multiple of {n_local}")
-    length = pack_length(rendered, block_size=cfg.block_size)  # one shape for every batch: one compilation
-    pid, nproc = jax.process_index(), jax.process_count()
-    batches = list(iter_batches(rendered, batch_size, length, pid, nproc, pad_id))
+        self.packed = pack_batches(rendered, batch_size, length, pid, nproc, pad_id)
 
-    t0 = time.perf_counter()
-    was_training = _set_eval(model)
-    try:
-        graphdef, state = nnx.split(model)
-        if mesh is not None:
-            state = _on_mesh(state, mesh)
-        parts = []
-        for batch in progress_bar(batches, progress):
-            losses = _run(graphdef, state, batch.tokens.reshape(-1, length), mesh)  # (4N, L-1)
-            parts.append(score_batch(batch, losses))
-    finally:
-        if was_training:
-            model.train()
-    result = _gather(parts, nproc)
-    return {"acc": result.acc, "acc_norm": result.acc_norm, "count": result.n, "correct": result.correct,
-            "correct_norm": result.correct_norm, "result": result, "seconds": time.perf_counter() - t0}
+    def __call__(self, model: GPT, progress: bool = False) -> dict:
+        t0 = time.perf_counter()
+        length = self.packed.length
+        was_training = _set_eval(model)
+        try:
+            graphdef, state = nnx.split(model)
+            if self.mesh is not None:
+                state = _on_mesh(state, self.mesh)
+            # all batches dispatched first (the device works through them while the host packs the next)...
+            pending = [_dispatch(graphdef, state, b.tokens.reshape(-1, length), self.mesh)
+                       for b in progress_bar(self.packed.batches, progress)]
+        finally:
+            if was_training:
+                model.train()
+        losses = _fetch_all(pending, self.mesh)  # ...then one transfer for all of them
+        nproc = jax.process_count()
+        result = _gather([score_batch(b, x) for b, x in zip(self.packed.batches, losses)], nproc)
+        return {"acc": result.acc, "acc_norm": result.acc_norm, "count": result.n, "correct": result.correct,
+                "correct_norm": result.correct_norm, "result": result, "seconds": time.perf_counter() - t0}
+
+
+def _device_budget() -> int:
+    """Bytes of evaluation logits per device: a quarter of an accelerator's memory, the CPU default elsewhere."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return stats["bytes_limit"] // 4 if "bytes_limit" in stats else EVAL_BYTES_PER_DEVICE
+
+
+def _dispatch(graphdef: nnx.GraphDef, state: nnx.State, tokens: np.ndarray, mesh: Mesh | None) -> jax.Array:
+    """Launch one batch's forward; its per-token losses (R, L-1) stay on the devices."""
+    if mesh is None:
+        return _token_losses(graphdef, state, jnp.asarray(tokens))
+    x = multihost_utils.host_local_array_to_global_array(tokens, mesh, P(mesh.axis_names[0]))
+    return _token_losses(graphdef, state, x)
+
+
+def _fetch_all(pending: list[jax.Array], mesh: Mesh | None) -> list[np.ndarray]:
+    """Every batch's losses (this process's rows) in one device-to-host transfer."""
+    if mesh is not None:
+        pending = multihost_utils.global_array_to_host_local_array(pending, mesh, P(mesh.axis_names[0]))
+    return [np.asarray(x) for x in jax.device_get(pending)]
 
 
 def _gather(parts: list[Result], nproc: int) -> Result:

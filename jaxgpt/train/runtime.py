@@ -41,10 +41,10 @@ def connect(launch: Launch) -> Cluster:
 def make_runtime(model_cfg: GPTConfig, cfg: TrainConfig, optim: OptimConfig, cluster: Cluster,
                  grad_accum: int) -> Runtime:
     """The JAX Trainer on the cluster's mesh, with the loop's callbacks (barrier, fetch, HellaSwag)."""
-    if cfg.compile:
+    if cfg.compile == "true":
         raise ValueError("--compile=true is a torch option (JAX always compiles its step); drop it for --framework jax")
 
-    from jaxgpt.train.sharding import barrier
+    from jaxgpt.train.sharding import barrier, stop_vote
     from jaxgpt.train.trainer import Trainer, fetch
 
     mesh = cluster.handle
@@ -53,15 +53,20 @@ def make_runtime(model_cfg: GPTConfig, cfg: TrainConfig, optim: OptimConfig, clu
     trainer = Trainer(model_cfg, optim, seed=cfg.seed, grad_accum=grad_accum, dtype=cfg.dtype, mesh=mesh,
                       fsdp=cfg.fsdp, attn_impl=attn_impl)
 
-    def hellaswag(rendered: Sequence[Any]) -> dict:
-        from jaxgpt.eval.hellaswag import evaluate_hellaswag
+    scorers: dict[int, Any] = {}  # the run's tasks, packed at the first evaluation and kept
 
-        return evaluate_hellaswag(trainer.model_view(), rendered, batch_size=2 * cluster.local_devices, mesh=mesh)
+    def hellaswag(rendered: Sequence[Any]) -> dict:
+        from jaxgpt.eval.hellaswag import HellaSwagEval
+
+        if id(rendered) not in scorers:
+            scorers[id(rendered)] = HellaSwagEval(rendered, model_cfg, mesh=mesh)
+        return scorers[id(rendered)](trainer.model_view())
 
     # --async_checkpoint: save returns once the arrays are off the devices; orbax writes the files in the
     # background and the checkpoint is committed (meta.json, rename) when they are complete.
     return Runtime(trainer, cluster, barrier, fetch, async_dispatch=True, hellaswag=hellaswag,
-                   save=functools.partial(trainer.save, asynchronous=cfg.async_checkpoint), setup=(f"attention: {why}", cache_note))
+                   save=functools.partial(trainer.save, asynchronous=cfg.async_checkpoint), setup=(f"attention: {why}", cache_note),
+                   agree_stop=stop_vote(mesh) if cluster.num_processes > 1 else None)
 
 
 DEFAULT_COMPILE_CACHE = "~/.cache/jaxgpt/xla"

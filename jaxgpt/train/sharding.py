@@ -170,3 +170,22 @@ def barrier(name: str = "jaxgpt") -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def stop_vote(mesh: Mesh) -> Any:
+    """vote(signal) -> a replicated scalar, the largest signal number over all processes (0: none), not fetched.
+
+    The loop's agreed stop (jaxgpt/common/loop.py, `Loop.agreed_signal`): one int per device, a jitted max
+    over the mesh, i.e. one tiny all-reduce queued after the step it follows (no host round trip of its own).
+    """
+    import jax.numpy as jnp
+
+    sharding = NamedSharding(mesh, P(AXIS))
+    local = len([d for d in mesh.devices.flat if d.process_index == jax.process_index()])
+    agree = jax.jit(jnp.max, out_shardings=NamedSharding(mesh, P()))
+
+    def vote(signum: int) -> jax.Array:
+        flags = np.full((local,), signum, np.int32)
+        return agree(jax.make_array_from_process_local_data(sharding, flags, (mesh.size,)))
+
+    return vote

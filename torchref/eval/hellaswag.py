@@ -21,10 +21,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from jaxgpt.common.data.hellaswag import (
+    EVAL_BYTES_PER_DEVICE,
     Result,
     check_eval_args,
     combine_results,
-    iter_batches,
+    examples_per_batch,
+    pack_batches,
     pack_length,
     pad_token,
     prepare_rendered,
@@ -37,6 +39,12 @@ from torchref.gpt import GPT
 @torch.no_grad()
 def token_losses(model: GPT, tokens: np.ndarray, device: torch.device | str | None = None) -> np.ndarray:
     """Per-token losses (R, L-1) of token rows (R, L): loss[:, j] = -log p(tokens[:, j+1] | tokens[:, :j+1])."""
+    return _dispatch(model, tokens, device).float().cpu().numpy()
+
+
+@torch.no_grad()
+def _dispatch(model: GPT, tokens: np.ndarray, device: torch.device | str | None) -> torch.Tensor:
+    """One batch's per-token losses (R, L-1), left on the device (queued, on CUDA)."""
     device = device if device is not None else next(model.parameters()).device
     x = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=device)
     logits, _ = model(x[:, :-1])  # (R, L-1, V) fp32: the last token predicts nothing
@@ -44,41 +52,63 @@ def token_losses(model: GPT, tokens: np.ndarray, device: torch.device | str | No
     # Flattened (R*(L-1), V) rows: the softmax runs over contiguous memory (3x faster on CPU than
     # cross_entropy over the strided class dim of logits.transpose(1, 2)).
     losses = F.cross_entropy(logits.reshape(R * T, V), x[:, 1:].reshape(R * T), reduction="none")
-    return losses.view(R, T).float().cpu().numpy()  # (R, L-1)
+    return losses.view(R, T)
 
 
-def evaluate_hellaswag(model: GPT, examples_or_path: Any, *, batch_size: int = 8, device: Any = None,
+def evaluate_hellaswag(model: GPT, examples_or_path: Any, *, batch_size: int | None = None, device: Any = None,
                        limit: int | None = None, enc: Any = None, progress: bool = False) -> dict:
     """Score HellaSwag completion-style; with DDP, identical totals on every rank.
 
     Same arguments and return value as the JAX twin, with `device` (default: the model's) in place
     of `mesh`. A DDP-wrapped model is unwrapped (scoring needs no gradient synchronisation).
     """
-    check_eval_args(batch_size, limit)
     model = getattr(model, "module", model)  # DistributedDataParallel -> the GPT inside
-    cfg = model.config
-    pad_id = pad_token(cfg)
-    rendered = prepare_rendered(examples_or_path, cfg, limit, enc, pad_id)
-    length = pack_length(rendered, block_size=cfg.block_size)
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    batches = list(iter_batches(rendered, batch_size, length, rank, world, pad_id))
+    return HellaSwagEval(examples_or_path, model.config, batch_size=batch_size, device=device, limit=limit,
+                         enc=enc)(model, progress=progress)
 
-    t0 = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    try:
-        parts = []
-        for batch in progress_bar(batches, progress):
-            losses = token_losses(model, batch.tokens.reshape(-1, length), device)  # (4N, L-1)
-            parts.append(score_batch(batch, losses))
-    finally:
-        model.train(was_training)
-    result = combine_results(parts)
-    if distributed:
-        result = _gather(result, world, device or next(model.parameters()).device)
-    return {"acc": result.acc, "acc_norm": result.acc_norm, "count": result.n, "correct": result.correct,
-            "correct_norm": result.correct_norm, "result": result, "seconds": time.perf_counter() - t0}
+
+class HellaSwagEval:
+    """HellaSwag rendered and packed once, scored as often as needed (the JAX twin's class): every batch is
+    queued on the device, then all the losses come back in one transfer."""
+
+    def __init__(self, examples_or_path: Any, config: Any, *, batch_size: int | None = None, device: Any = None,
+                 limit: int | None = None, enc: Any = None) -> None:
+        check_eval_args(1 if batch_size is None else batch_size, limit)
+        self.device = device
+        pad_id = pad_token(config)
+        rendered = prepare_rendered(examples_or_path, config, limit, enc, pad_id)
+        length = pack_length(rendered, block_size=config.block_size)
+        distributed = dist.is_available() and dist.is_initialized()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        if batch_size is None:
+            batch_size = examples_per_batch(length, config.padded_vocab_size or config.vocab_size, 1,
+                                            _device_budget(device), -(-len(rendered) // world))
+        self.packed = pack_batches(rendered, batch_size, length, rank, world, pad_id)
+
+    def __call__(self, model: GPT, progress: bool = False) -> dict:
+        model = getattr(model, "module", model)
+        device = self.device if self.device is not None else next(model.parameters()).device
+        t0 = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        try:
+            pending = [_dispatch(model, b.tokens.reshape(-1, self.packed.length), device)
+                       for b in progress_bar(self.packed.batches, progress)]
+        finally:
+            model.train(was_training)
+        losses = torch.stack(pending).float().cpu().numpy()  # one transfer for every batch
+        result = combine_results([score_batch(b, x) for b, x in zip(self.packed.batches, losses)])
+        if dist.is_available() and dist.is_initialized():
+            result = _gather(result, dist.get_world_size(), device)
+        return {"acc": result.acc, "acc_norm": result.acc_norm, "count": result.n, "correct": result.correct,
+                "correct_norm": result.correct_norm, "result": result, "seconds": time.perf_counter() - t0}
+
+
+def _device_budget(device: Any) -> int:
+    """Bytes of evaluation logits: a quarter of a GPU's memory, the CPU default elsewhere."""
+    if device is not None and torch.device(device).type == "cuda":
+        return torch.cuda.get_device_properties(torch.device(device)).total_memory // 4
+    return EVAL_BYTES_PER_DEVICE
 
 
 def _gather(local: Result, world: int, device: Any) -> Result:

@@ -37,21 +37,38 @@ def make_runtime(model_cfg: GPTConfig, cfg: TrainConfig, optim: OptimConfig, clu
     for flag in ("fsdp", "async_checkpoint"):
         if getattr(cfg, flag):
             raise ValueError(f"--{flag}=true is a JAX option; drop it for --framework torch")
-    from torchref.train.sharding import barrier
+    from torchref.train.sharding import barrier, stop_vote
     from torchref.train.trainer import Trainer
 
     device = cluster.handle.device
     attn, why = attention_impl(cfg.attn, cfg.dtype, model_cfg, device)
+    compile, compile_why = compile_choice(cfg.compile, device)
     trainer = Trainer(model_cfg, optim, seed=cfg.seed, grad_accum=grad_accum, dtype=cfg.dtype, device=device,
-                      compile=cfg.compile, attn=attn)
+                      compile=compile, attn=attn)
+
+    scorers: dict[int, Any] = {}  # the run's tasks, packed at the first evaluation and kept
 
     def hellaswag(rendered: Sequence[Any]) -> dict:
-        from torchref.eval.hellaswag import evaluate_hellaswag
+        from torchref.eval.hellaswag import HellaSwagEval
 
-        return evaluate_hellaswag(trainer.model_view(), rendered, batch_size=8, device=device)
+        if id(rendered) not in scorers:
+            scorers[id(rendered)] = HellaSwagEval(rendered, model_cfg, device=device)
+        return scorers[id(rendered)](trainer.model_view())
 
     return Runtime(trainer, cluster, barrier, float, async_dispatch=device.type == "cuda", hellaswag=hellaswag,
-                   setup=(f"attention: {why}",))
+                   setup=(f"attention: {why}", compile_why),
+                   agree_stop=stop_vote(device) if cluster.num_processes > 1 else None)
+
+
+def compile_choice(setting: str, device: Any) -> tuple[bool, str]:
+    """--compile (auto/true/false) on `device`: whether the Trainer compiles its step, and why (logged at start).
+
+    auto = on CUDA (the compiled step is the fast one there), off elsewhere: on CPU, compiling costs
+    minutes of a short run and the eager step is about as fast."""
+    if setting == "auto":
+        on = torch.device(device).type == "cuda"
+        return on, f"torch.compile: {'on' if on else 'off'} (--compile=auto on {torch.device(device).type})"
+    return setting == "true", f"torch.compile: {'on' if setting == 'true' else 'off'} (--compile={setting})"
 
 
 def attention_impl(requested: str, dtype: str, model_cfg: GPTConfig, device: Any) -> tuple[str, str]:

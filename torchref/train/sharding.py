@@ -74,3 +74,18 @@ def mean_across(t: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def stop_vote(device: torch.device):
+    """vote(signal) -> a one-element tensor, the largest signal number over all ranks (0: none).
+
+    The loop's agreed stop (jaxgpt/common/loop.py, `Loop.agreed_signal`): one all_reduce(MAX) of an int per
+    step; on CUDA it is queued after the step, and the loop reads it one step later (no extra wait).
+    """
+
+    def vote(signum: int) -> torch.Tensor:
+        flag = torch.tensor([signum], dtype=torch.int32, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return flag
+
+    return vote

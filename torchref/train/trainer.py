@@ -5,7 +5,8 @@ back-propagated, summing into .grad; under DDP the gradient all-reduce runs only
 micro-step (`no_sync` on the others, as build-nanogpt does). Then clip + AdamW with this step's
 learning rate (torchref/train/optimizer.py). The logged loss is the mean over micro-steps and,
 under DDP, over processes. bf16 compute uses autocast (parameters, gradients and AdamW state
-stay fp32); `compile=True` wraps the model in torch.compile.
+stay fp32); `compile=True` compiles the step's forward and loss (`LossOf`: only the loss leaves the
+compiled region, not the logits) with torch.compile.
 
 Checkpoints are the named training state of jaxgpt/common/checkpoint.py (parameters and AdamW
 moments under the weight table's names, `step`, the torch RNG states) in state.safetensors, which
@@ -43,6 +44,17 @@ SDPA_BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_
                  "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
 
 
+class LossOf(torch.nn.Module):
+    """model(x, y) -> its loss alone: what the training step compiles (the logits stay inside)."""
+
+    def __init__(self, model: GPT) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.model(x, y)[1]
+
+
 class Trainer:
     """torchref GPT + torch AdamW (same recipe), optionally DDP across torchrun processes."""
 
@@ -61,10 +73,12 @@ class Trainer:
         if weights is not None:
             self.model.load_numpy(weights)
         self.opt = make_optimizer(self.model, optim)
-        self.ddp = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None) \
+        # The step runs LossOf(model): under torch.compile the loss is computed inside the compiled region, which
+        # returns a scalar instead of the (B, T, V) fp32 logits (2 x 50304 x 4 bytes per token for GPT-2).
+        self.ddp = DDP(LossOf(self.model), device_ids=[self.device.index] if self.device.type == "cuda" else None) \
             if is_distributed() else None
-        net = self.ddp or self.model
-        self.forward = torch.compile(net) if compile else net
+        net = self.ddp or LossOf(self.model)
+        self.forward = torch.compile(net) if compile else net  # (x, y) -> mean cross-entropy
         # --attn (jaxgpt/common/attention.py): "auto" lets SDPA pick its kernel; else only that backend.
         self._sdpa_backends = None if attn == "auto" else [SDPA_BACKENDS[attn]]
 
@@ -95,7 +109,7 @@ class Trainer:
             sync = self.ddp is None or a == A - 1
             with (nullcontext() if sync else self.ddp.no_sync()):
                 with self._compute():
-                    _, loss = self.forward(xs[a], ys[a])
+                    loss = self.forward(xs[a], ys[a])
                 (loss / A).backward()
             loss_sum += loss.detach()
         norm = optimizer_step(self.model, self.opt, self.step_count, self.optim)

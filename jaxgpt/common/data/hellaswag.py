@@ -200,6 +200,45 @@ def iter_batches(rendered: Sequence[Rendered], batch_size: int, length: int, pro
         yield pack(rendered, mine[b * batch_size:(b + 1) * batch_size], batch_size, length, pad_id)
 
 
+# Bytes of an evaluation batch's fp32 logits (and the ~2 same-size temporaries of their cross-entropy) that one
+# device may hold when its memory size is unknown (CPU): the default batch is as large as this allows.
+EVAL_BYTES_PER_DEVICE = 1 << 30
+
+
+def examples_per_batch(length: int, vocab: int, devices: int, budget: int = EVAL_BYTES_PER_DEVICE,
+                       n_examples: int | None = None) -> int:
+    """Examples per batch per process: as many as `budget` bytes of logits per device allow, over `devices`.
+
+    Each example is 4 rows of `length` tokens; its logits and their cross-entropy temporaries take about
+    3 x 4 x length x vocab x 4 bytes. A multiple of `devices` (its rows then divide over them), at least
+    `devices`, and no more than the `n_examples` to score (padding examples cost time and nothing else).
+
+    >>> examples_per_batch(64, 50304, 1, budget=1 << 30)
+    6
+    """
+    per_device = max(1, budget // (3 * N_ENDINGS * length * vocab * 4))
+    n = per_device * devices
+    if n_examples is not None:
+        n = min(n, -(-n_examples // devices) * devices)
+    return max(devices, n - n % devices)
+
+
+@dataclass(frozen=True)
+class Packed:
+    """An evaluation's batches for this process, packed once: a training run scores them every N steps."""
+
+    batches: list[Batch]
+    length: int  # the one pad length of every batch (one compilation)
+    batch_size: int  # examples per batch
+
+
+def pack_batches(rendered: Sequence[Rendered], batch_size: int, length: int, process_index: int = 0,
+                 num_processes: int = 1, pad_id: int = 50256) -> Packed:
+    """iter_batches' batches, kept: what a scorer that evaluates more than once holds on to."""
+    return Packed(list(iter_batches(rendered, batch_size, length, process_index, num_processes, pad_id)), length,
+                  batch_size)
+
+
 @dataclass(frozen=True)
 class Scores:
     """Per example (N,) and per ending (N, 4) results of completion scoring."""
