@@ -1,0 +1,75 @@
+"""Evaluation overheads inside training (issue 12, item 7): HellaSwag is packed once per run and fetched
+once per evaluation, with the same predictions as the small per-batch evaluation; samples use the live
+parameters, never a host copy of the training state (the AdamW moments are twice the model)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import data_file, tiktoken_encoding
+from jaxgpt.common.config import get_preset
+from jaxgpt.common.data import hellaswag as rendering
+from jaxgpt.common.loop import Launch
+from jaxgpt.common.recipes import configs_for
+from jaxgpt.common.schedule import OptimConfig
+from jaxgpt.eval import hellaswag as scoring
+from jaxgpt.train import runtime
+from jaxgpt.train import trainer as trainer_module
+from jaxgpt.train.sharding import make_mesh
+
+
+class _Data:  # shards without a manifest: GPT-2 tokens (what hellaswag_tasks accepts)
+    tokenizer = None
+
+
+def test_in_training_hellaswag_is_packed_once_and_fetched_once_per_evaluation(monkeypatch):
+    sample = data_file("hellaswag_val_sample.jsonl")
+    tiktoken_encoding("gpt2")
+    from jaxgpt.common.training import hellaswag_tasks
+
+    model_cfg, cfg, optim = configs_for("tiny", ["--vocab_size=50257", "--padded_vocab_size=50304",
+                                                 "--block_size=128", f"--hellaswag_file={sample}",
+                                                 "--hellaswag_limit=48", "--compile_cache="])
+    tasks = hellaswag_tasks(_Data, model_cfg, cfg)  # rendered (tokenized) once per run, by training.py
+    rt = runtime.make_runtime(model_cfg, cfg, optim, runtime.connect(Launch()), 1)
+    packs, fetches = [], []
+    pack, fetch_all = rendering.pack, scoring._fetch_all
+    monkeypatch.setattr(rendering, "pack", lambda *a, **k: packs.append(1) or pack(*a, **k))
+    monkeypatch.setattr(scoring, "_fetch_all", lambda *a, **k: fetches.append(1) or fetch_all(*a, **k))
+    first = rt.hellaswag(tasks)
+    packed = len(packs)
+    second = rt.hellaswag(tasks)  # the next evaluation of the run
+    assert packed >= 1 and len(packs) == packed, "HellaSwag was packed again at the second evaluation"
+    assert fetches == [1, 1], f"{len(fetches)} host round trips for 2 evaluations"
+    assert packed < len(tasks) / 16, f"{packed} batches for {len(tasks)} tasks: batches no larger than before"
+    # the same predictions as before: batches of 2 x devices examples, each fetched on its own
+    monkeypatch.undo()
+    ref = scoring.evaluate_hellaswag(rt.trainer.model_view(), tasks, batch_size=2 * 8, mesh=rt.cluster.handle)
+    for got in (first, second):
+        assert got["count"] == len(tasks) == ref["count"]
+        np.testing.assert_array_equal(got["result"].pred, ref["result"].pred)
+        np.testing.assert_array_equal(got["result"].pred_norm, ref["result"].pred_norm)
+
+
+def test_samples_come_from_the_live_parameters(monkeypatch):
+    t = trainer_module.Trainer(get_preset("tiny"), OptimConfig(lr=1e-3, warmup_steps=2, max_steps=20),
+                               mesh=make_mesh(jax.devices()[:8]))
+    idx = np.ones((2, 3), np.int32)
+    ref = t._host_model().generate(idx, 6, top_k=50, seed=1)
+    copied = []
+    to_host = trainer_module.to_host
+    monkeypatch.setattr(trainer_module, "to_host", lambda x: copied.append(x.size) or to_host(x))
+    got = t.generate(idx, 6, top_k=50, seed=1)
+    assert copied == [] and np.array_equal(got, ref), "sampling copied the state through the host"
+    # where a copy is needed (several processes), it is the model's leaves only, never the AdamW moments
+    t._host_model()
+    model_leaves = sum(x.size for x in jax.tree.leaves(t.model_view()))
+    assert sum(copied) == model_leaves, (sum(copied), model_leaves)
+
+
+@pytest.mark.parametrize("length,vocab,devices,n,expected", [(64, 50304, 1, None, 6), (64, 50304, 8, None, 48),
+                                                              (64, 50304, 8, 10, 16), (1024, 50304, 2, None, 2)])
+def test_batch_size_follows_the_memory_budget(length, vocab, devices, n, expected):
+    assert rendering.examples_per_batch(length, vocab, devices, 1 << 30, n) == expected
