@@ -65,7 +65,10 @@ def test_samples_come_from_the_live_parameters(monkeypatch):
     assert copied == [] and np.array_equal(got, ref), "sampling copied the state through the host"
     # where a copy is needed (several processes), it is the model's leaves only, never the AdamW moments
     t._host_model()
-    model_leaves = sum(x.size for x in jax.tree.leaves(t.model_view()))
+    from flax import nnx
+
+    leaves = jax.tree.leaves(nnx.split(t.model_view())[1])  # parameters and dropout RNG keys (as their key data)
+    model_leaves = sum(jax.random.key_data(x).size if trainer_module._is_key(x) else x.size for x in leaves)
     assert sum(copied) == model_leaves, (sum(copied), model_leaves)
 
 

@@ -51,7 +51,7 @@ GPU = Plan("gpt2-124m", ("--total_batch_tokens=131072", "--micro_batch=16", "--w
 # block_size 128: HellaSwag endings need room for their context; 16-token rows keep the steps tiny.
 CPU_SMOKE = Plan("tiny", ("--vocab_size=50257", "--padded_vocab_size=50304", "--block_size=128", "--total_batch_tokens=512",
                           "--seq_len=16", "--micro_batch=2", "--warmup_steps=2", "--dtype=float32"), "tiny", (4,), 16, 2, 6,
-                 8, {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}, text_bytes=2_000_000)
+                 8, {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}, text_bytes=500_000)
 
 
 def _run(args: list[str], plan: Plan, log: Callable[[str], None], timeout: int) -> tuple[int, str, float]:
