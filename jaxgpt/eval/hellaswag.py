@@ -186,7 +186,7 @@ def _dispatch(graphdef: nnx.GraphDef, state: nnx.State, tokens: np.ndarray, mesh
 def _fetch_all(pending: list[jax.Array], mesh: Mesh | None) -> list[np.ndarray]:
     """Every batch's losses (this process's rows) in one device-to-host transfer."""
     if mesh is not None:
-        pending = multihost_utils.global_array_to_host_local_array(pending, mesh, P(mesh.axis_names[0]))
+        pending = multihost_utils.global_array_to_host_local_array(pending, mesh, [P(mesh.axis_names[0])] * len(pending))
     return [np.asarray(x) for x in jax.device_get(pending)]
 
 

@@ -37,6 +37,7 @@ NNX's leaves, and a missing or mis-shaped entry is an error naming it.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -97,6 +98,7 @@ class StateInit(NamedTuple):
     create: Any  # jitted () -> state: parameters, AdamW moments and RNG streams, born in their shardings
 
 
+@functools.lru_cache(maxsize=16)  # one compilation per (model, optimiser, mesh): later Trainers of a process reuse it
 def state_init(config: GPTConfig, optim: OptimConfig, seed: int, dtype: str, attn_impl: str | None,
                mesh: jax.sharding.Mesh, fsdp: bool) -> StateInit:
     """The model + AdamW state, initialised directly into its shardings (nanodo's and maxtext's way).
