@@ -170,9 +170,10 @@ class HellaSwagEval:
 
 
 def _device_budget() -> int:
-    """Bytes of evaluation logits per device: a quarter of an accelerator's memory, the CPU default elsewhere."""
+    """Bytes of evaluation logits per device: a quarter of an accelerator's memory; on CPUs the default shared by
+    the host's devices (simulated CPU devices all live in the one host memory)."""
     stats = jax.local_devices()[0].memory_stats() or {}
-    return stats["bytes_limit"] // 4 if "bytes_limit" in stats else EVAL_BYTES_PER_DEVICE
+    return stats["bytes_limit"] // 4 if "bytes_limit" in stats else EVAL_BYTES_PER_DEVICE // jax.local_device_count()
 
 
 def _dispatch(graphdef: nnx.GraphDef, state: nnx.State, tokens: np.ndarray, mesh: Mesh | None) -> jax.Array:

@@ -200,8 +200,8 @@ def iter_batches(rendered: Sequence[Rendered], batch_size: int, length: int, pro
         yield pack(rendered, mine[b * batch_size:(b + 1) * batch_size], batch_size, length, pad_id)
 
 
-# Bytes of an evaluation batch's fp32 logits (and the ~2 same-size temporaries of their cross-entropy) that one
-# device may hold when its memory size is unknown (CPU): the default batch is as large as this allows.
+# Bytes of an evaluation batch's fp32 logits (and the ~2 same-size temporaries of their cross-entropy) when the
+# device's memory size is unknown (CPU; JAX splits it among a host's simulated devices, which share its memory).
 EVAL_BYTES_PER_DEVICE = 1 << 30
 
 
