@@ -90,6 +90,20 @@ def hellaswag_tasks(data: DataInfo, model: GPTConfig, cfg: TrainConfig) -> list 
 RANDOM_ORDER_MAX_TOKENS = 1_000_000_000  # --batch_order=random loads the train split: 2 GB of uint16 at most
 
 
+def export_tokenizer(hf_dir: Path, data: DataInfo, model: GPTConfig, log: Callable[[str], None]) -> None:
+    """Write the shards' tokenizer (GPT-2's for manifest-less GPT-2-vocabulary shards) into the HF export."""
+    from jaxgpt.common.hf_tokenizer import save_tokenizer
+
+    if data.tokenizer is not None:
+        codec = load_codec(data.tokenizer, data.path)
+    elif model.vocab_size == GPT2_VOCAB:
+        codec = open_tokenizer("gpt2")
+    else:
+        log(f"note: {data.path} has no manifest.json, so {hf_dir} has no tokenizer files (the tokenizer is unknown)")
+        return
+    save_tokenizer(hf_dir, codec, model.block_size)
+
+
 def train_batches(cfg: TrainConfig, model: GPTConfig, rows: int, pid: int, nproc: int,
                   eot_id: int | None = None) -> Any:
     """This process's source of `rows` training rows per step, in cfg.batch_order (see TrainConfig), read
@@ -169,7 +183,10 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
     run = RunData(train_loader, val_loader, codec, data.bytes_per_token("val"), tasks)
     loop = Loop(model_cfg, cfg, optim, rt, run, out, ckpts, {"preset": preset, "config": identity})
     try:
-        return loop.run(start)
+        metrics = loop.run(start)
+        if rt.primary and cfg.export_hf:  # the tokenizer beside the weights: transformers can then use RUN/hf alone
+            export_tokenizer(out / "hf", data, model_cfg, log)
+        return metrics
     finally:
         if isinstance(train_loader, Prefetcher):
             train_loader.close()  # its reader thread, with what it read ahead
