@@ -134,7 +134,7 @@ def val_rows(settings: dict, seq_len: int, n_devices: int) -> int:
     return max(1, settings.get("total_batch_tokens", 8 * seq_len) // seq_len)
 
 
-def evaluate(a: EvalArgs, launch: Launch | None = None, log=print) -> dict:
+def evaluate(a: EvalArgs, launch: Launch | None = None) -> dict:
     """The figures of scripts/eval.py for `a`, computed on every device of the runtime (see the module docstring)."""
     from jaxgpt.common.data.loader import ShardLoader
     from jaxgpt.common.frameworks import check_framework, runtime
@@ -182,7 +182,7 @@ def evaluate(a: EvalArgs, launch: Launch | None = None, log=print) -> dict:
     rt = fw.make_runtime(config, cfg, OptimConfig(max_steps=1, warmup_steps=0), cluster, 1)
     rt.trainer.load_numpy(weights)
     out: dict[str, Any] = {"model": str(src.path), "framework": framework, "devices": cluster.n_devices,
-                           "dtype": cfg.dtype}
+                           "dtype": cfg.dtype, "process_index": cluster.process_index}
     if info is not None:
         per = rows // cluster.num_processes
         val = ShardLoader(info.path, "val", per, seq_len, cluster.process_index, cluster.num_processes,
@@ -226,6 +226,8 @@ def eval_main(a: EvalArgs, launch: Launch | None = None) -> int:
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if r.pop("process_index"):  # several processes computed it together; the first one reports
+        return 0
     print(table(r, resolve_model(a.model).describe()))
     print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}))
     if a.json_path:

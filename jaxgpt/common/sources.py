@@ -1,7 +1,7 @@
 """Where a trained model comes from: a Hugging Face directory, a training run, or one of its checkpoints.
 
 Framework-free (the model itself is built in either framework through jaxgpt/common/frameworks.py).
-Used by scripts/hellaswag.py and scripts/sample.py; a checkpoint written by either framework is
+Used by scripts/eval.py, sample.py, hellaswag.py and --init_from; a checkpoint written by either framework is
 read in either (jaxgpt/common/resume.py `read_train_state`: its parameters, by name).
 
 `resolve_model(path)` takes, in this order:
