@@ -2,8 +2,8 @@
 
 Framework-free (matplotlib, no display). What scripts/plot_runs.py runs. Four panels: train loss
 (line) and val loss (markers) against the step, the same against wall-clock training time (the
-summed step times dt_ms: evaluations, checkpoints and compilation before the first timed step are
-not in it, so runs on different machines compare by their training speed), tokens per second
+summed step times dt_ms: evaluations and checkpoints are not in it, the first step's compilation
+is, so a JAX curve starts later by its compile time), tokens per second
 against the step, and HellaSwag acc_norm against the step (when a run logged it).
 """
 
