@@ -22,6 +22,7 @@ padded logits in place (pad columns masked) instead of slicing and copying them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -274,11 +275,12 @@ class GPT(nnx.Module):
     # ---- generation ----------------------------------------------------------------------------
     def generate(self, idx: Any, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, seed: int = 0, stop_token: int | None = None,
-                 use_cache: bool = True) -> np.ndarray:
+                 use_cache: bool = True, on_token: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
         """Extend idx (B, T0) by up to max_new_tokens; returns numpy (B, T0 + n) int32.
 
         temperature 0 means greedy. Rows that emit `stop_token` are padded with it until every
-        row has stopped, then generation ends. With use_cache, each new token costs one position of
+        row has stopped, then generation ends. `on_token(ids)` gets each step's (B,) new ids as they
+        come (streaming). With use_cache, each new token costs one position of
         attention against the KV cache; once the sequence outgrows block_size, the model is re-run
         on the last block_size tokens (the uncached rule), so both paths give the same tokens.
         """
@@ -309,6 +311,8 @@ class GPT(nnx.Module):
                     nxt = np.where(done, stop_token, nxt)
                     done |= nxt == stop_token
                 out = np.concatenate([out, nxt[:, None].astype(np.int32)], axis=1)
+                if on_token is not None:  # streaming (scripts/sample.py): this step's (B,) ids
+                    on_token(out[:, -1])
                 if stop_token is not None and done.all():
                     break
         finally:

@@ -1,4 +1,8 @@
-"""HellaSwag accuracy of a GPT-2-tokenizer model, in JAX or PyTorch (completion-style scoring).
+"""HellaSwag accuracy of a GPT-2-tokenizer model, in JAX or PyTorch (completion-style scoring), with per-task output.
+
+scripts/eval.py is the general tool (val loss, bits per byte and HellaSwag of any model in one table);
+this is its HellaSwag part alone, kept for its per-task predictions (--json) and --batch-size. Both
+render and score through jaxgpt/common/evaluate.py.
 
     python scripts/hellaswag.py --checkpoint out/gpt2-124m-jax --framework jax     # official val set
     python scripts/hellaswag.py --hf-dir out/gpt2-124m-jax/hf --framework torch \

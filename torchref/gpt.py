@@ -10,6 +10,7 @@ and the loss stay fp32 (autocast's rules, which the JAX twin follows explicitly)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -192,7 +193,7 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx: Any, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, seed: int = 0, stop_token: int | None = None,
-                 use_cache: bool = True) -> np.ndarray:
+                 use_cache: bool = True, on_token: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
         """Same contract as the JAX twin; returns numpy (B, T0 + n) int32."""
         cfg = self.config
         device = self.transformer.wte.weight.device
@@ -222,6 +223,8 @@ class GPT(nn.Module):
                     nxt = torch.where(done, torch.full_like(nxt, stop_token), nxt)
                     done |= nxt == stop_token
                 out = torch.cat([out, nxt[:, None]], dim=1)
+                if on_token is not None:  # streaming (scripts/sample.py): this step's (B,) ids
+                    on_token(nxt.cpu().numpy().astype(np.int32))
                 if stop_token is not None and bool(done.all()):
                     break
         finally:

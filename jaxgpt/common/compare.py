@@ -17,8 +17,11 @@ so both frameworks see the same machine load.
 
 Model families plug in through `FAMILIES`: a family says which presets it knows and builds a `Pair`
 (two trainers with `step(x, y) -> (loss, grad_norm)` and `state_numpy()`, plus the batch source).
-GPT presets (jaxgpt/common/recipes.py) train on shards of scripts/prepare_data.py (--data_dir=DIR),
-with the preset's batch (total_batch_tokens / seq_len rows) and optimiser; makemore models on names.
+GPT presets (jaxgpt/common/recipes.py), the GPT-2 family among them, train on shards of
+scripts/prepare_data.py (--data_dir=DIR) with the preset's batch (total_batch_tokens / seq_len rows,
+its micro-batch and accumulation; JAX over every local device), optimiser and compute dtype (bf16 for
+GPT-2: expect a gap of bf16 rounding, pass a matching --rtol), optionally from pretrained weights
+(--init_from=...); makemore models on names.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from jaxgpt.common.frameworks import make_trainer
+from jaxgpt.common.frameworks import make_trainer, module
 from jaxgpt.common.hostmem import recycle_freed_memory
 from jaxgpt.common.recipes import RECIPES, configs_for
 
@@ -53,7 +56,11 @@ class Pair:
 
 
 def build_gpt_pair(args: argparse.Namespace, overrides: list[str]) -> Pair:
-    """A GPT preset: its recipe (model, batch, optimiser) on the train shards of --data_dir."""
+    """A GPT preset (the poetry GPT, GPT-2 124M..1558M, ...): its recipe (model, batch, optimiser, compute dtype) on the
+    train shards of --data_dir. The JAX twin shards each batch over every local device (1..N) with the preset's
+    micro-batch and gradient accumulation; the torch twin (one device) takes the same rows in the same micro-steps.
+    Both start from the torch twin's seeded init, or from --init_from's weights (jaxgpt/common/finetune.py)."""
+    from jaxgpt.common.recipes import batch_layout
     from jaxgpt.common.training import train_batches
 
     explicit_dropout = any(o.split("=", 1)[0].lstrip("-").replace("-", "_") == "dropout" for o in overrides)
@@ -62,12 +69,23 @@ def build_gpt_pair(args: argparse.Namespace, overrides: list[str]) -> Pair:
         raise ValueError(f"--preset {args.preset} trains on shards: pass --data_dir=DIR (scripts/prepare_data.py)")
     rows = train.total_batch_tokens // train.seq_len
     loader = train_batches(train, cfg, rows, 0, 1)  # the preset's batches (its batch_order), one process
-    torch_side = make_trainer("torch", cfg, optim, seed=train.seed)
-    jax_side = make_trainer("jax", cfg, optim, weights=torch_side.state_numpy(), seed=train.seed)
+    weights = None
+    if train.init_from:
+        from jaxgpt.common.finetune import init_weights
+
+        weights = init_weights(train.init_from, cfg)
+    mesh = module("jax", "train.sharding").make_mesh()  # every local device
+    devices = mesh.size
+    micro, accum = batch_layout(train.total_batch_tokens, train.micro_batch, train.seq_len, devices)
+    torch_side = make_trainer("torch", cfg, optim, weights=weights, seed=train.seed, dtype=train.dtype, grad_accum=accum)
+    jax_side = make_trainer("jax", cfg, optim, weights=torch_side.state_numpy(), seed=train.seed, dtype=train.dtype,
+                            grad_accum=accum, mesh=mesh)
     n_params = sum(v.size for v in torch_side.state_numpy().values())
     desc = (f"GPT {args.preset}: {cfg.n_layer} layers, n_embd {cfg.n_embd}, vocab {cfg.vocab_size}, "
-            f"{n_params / 1e6:.2f}M params, dropout {cfg.dropout}; batch {rows}x{train.seq_len}, "
-            f"lr {optim.lr} (warm-up {optim.warmup_steps}, cosine to step {optim.max_steps}); data {train.data_dir}")
+            f"{n_params / 1e6:.2f}M params, dropout {cfg.dropout}, {train.dtype}; batch {rows}x{train.seq_len} = "
+            f"{accum} x {micro} rows x {devices} JAX device(s), torch on {torch_side.device}; lr {optim.lr} (warm-up "
+            f"{optim.warmup_steps}, cosine to step {optim.max_steps}); data {train.data_dir}"
+            + (f"; from {train.init_from}" if train.init_from else ""))
     return Pair(jax_side, torch_side, loader.next_batch, desc)
 
 

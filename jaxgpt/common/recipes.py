@@ -74,6 +74,9 @@ class TrainConfig:
     async_checkpoint: bool = False  # JAX: write checkpoints in the background (orbax async), committed later
     export_hf: bool = True  # write the final model as a Hugging Face GPT-2 directory (OUT_DIR/hf)
     plot: bool = True  # write OUT_DIR/curves.png at each evaluation and at the end
+    # Fine-tuning: start from these weights (an HF GPT-2 directory, a cached model name such as gpt2-medium, or a
+    # run/checkpoint of either framework; jaxgpt/common/finetune.py) with a fresh optimiser; "" = random init.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         problems = [f"--{n}={getattr(self, n)} must be >= 1" for n in
@@ -174,6 +177,10 @@ def configs_for(preset: str, overrides: list[str]) -> tuple[GPTConfig, TrainConf
     """
     r = get_recipe(preset)
     model, train, optim = apply_overrides([r.model, r.train, r.optim], overrides)
+    if train.init_from:  # the architecture is the pretrained model's (before seq_len=0 takes its block_size)
+        from jaxgpt.common.finetune import model_config
+
+        model = model_config(model, train.init_from, overrides)
     for c in (model, train, optim):  # nan passes every `x < 0` check: refuse it (and inf) for every number at once
         bad = [f.name for f in dataclasses.fields(c) if isinstance(getattr(c, f.name), float)
                and not math.isfinite(getattr(c, f.name))]

@@ -1,7 +1,7 @@
 """Where a trained model comes from: a Hugging Face directory, a training run, or one of its checkpoints.
 
 Framework-free (the model itself is built in either framework through jaxgpt/common/frameworks.py).
-Used by scripts/hellaswag.py and scripts/sample.py; a checkpoint written by either framework is
+Used by scripts/eval.py, sample.py, hellaswag.py and --init_from; a checkpoint written by either framework is
 read in either (jaxgpt/common/resume.py `read_train_state`: its parameters, by name).
 
 `resolve_model(path)` takes, in this order:
@@ -9,12 +9,17 @@ read in either (jaxgpt/common/resume.py `read_train_state`: its parameters, by n
   `save_hf` or a training run's export writes it);
 - a run directory of scripts/train.py, whose final export RUN/hf is one;
 - one training checkpoint, RUN/checkpoints/step_*/ (meta.json + state);
-- a run directory without an export yet, whose newest complete checkpoint is used.
+- a run directory without an export yet, whose newest complete checkpoint is used;
+- a model name (`gpt2`, `gpt2-medium`, `openai-community/gpt2-xl`, ...) that is not a path: its files in the
+  local Hugging Face cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub), read without
+  transformers; absent, the error says how to download them.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,11 +103,63 @@ class ModelSource:
         return None
 
 
+# A Hugging Face model id ("gpt2", "openai-community/gpt2-medium"): one or two names of these characters.
+_MODEL_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+# GPT-2's original ids now live under openai-community/; the cache may hold either spelling.
+_LEGACY_ORG = "openai-community"
+
+
+def hf_cache_dir() -> Path:
+    """Where huggingface_hub keeps downloads (its own precedence: HF_HUB_CACHE, HF_HOME/hub, XDG, home)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "huggingface" / "hub"
+
+
+def is_model_name(spec: str) -> bool:
+    """Whether `spec` can only be a model id: no path of that name exists and it is spelled like an id."""
+    return not Path(spec).exists() and not spec.startswith((".", "/", "~")) and bool(_MODEL_ID.fullmatch(spec))
+
+
+def cached_model_dir(name: str) -> Path | None:
+    """The snapshot folder of model `name` in the local Hugging Face cache that holds our two files, or None."""
+    ids = [name]
+    if "/" not in name:
+        ids.append(f"{_LEGACY_ORG}/{name}")
+    elif name.startswith(f"{_LEGACY_ORG}/"):
+        ids.append(name.split("/", 1)[1])
+    cache = hf_cache_dir()
+    for repo_id in ids:
+        repo = cache / f"models--{repo_id.replace('/', '--')}"
+        ref = repo / "refs" / "main"  # the revision a plain download fetched; else any complete snapshot
+        revs = [ref.read_text().strip()] if ref.is_file() else []
+        revs += sorted(p.name for p in (repo / "snapshots").glob("*")) if (repo / "snapshots").is_dir() else []
+        for rev in revs:
+            if is_hf_dir(repo / "snapshots" / rev):
+                return repo / "snapshots" / rev
+    return None
+
+
+def resolve_name(name: str) -> ModelSource:
+    """A model id -> its Hugging Face directory in the local cache, or FileNotFoundError saying how to get it."""
+    d = cached_model_dir(name)
+    if d is None:
+        raise FileNotFoundError(
+            f"{name!r} is neither a directory nor a model in the Hugging Face cache {hf_cache_dir()}; download it with "
+            f"`huggingface-cli download {name} config.json model.safetensors` (or set HF_HOME), or pass a directory")
+    return ModelSource(d, "hf")
+
+
 def resolve_model(path: str | Path) -> ModelSource:
-    """A model path (see the module docstring) -> ModelSource, or FileNotFoundError saying what was expected."""
+    """A model path or name (see the module docstring) -> ModelSource, or FileNotFoundError saying what was expected."""
     d = Path(path)
     if not d.is_dir():
-        raise FileNotFoundError(f"{d} not found; pass a Hugging Face directory, a training run or a checkpoint")
+        if is_model_name(str(path)):
+            return resolve_name(str(path))
+        raise FileNotFoundError(f"{d} not found; pass a Hugging Face directory, a training run, a checkpoint or a "
+                                "model name (gpt2, gpt2-medium, ...)")
     for candidate in (d, d / "hf"):  # scripts/train.py exports the final model to RUN/hf
         if is_hf_dir(candidate):
             return ModelSource(candidate, "hf")

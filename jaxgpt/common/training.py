@@ -25,6 +25,7 @@ from jaxgpt.common.config import GPTConfig, UsageError
 from jaxgpt.common.data.codec import TOKENIZER_FILE, load_codec, open_tokenizer
 from jaxgpt.common.data.loader import Prefetcher, ShardLoader, TokenArrayLoader, list_shards
 from jaxgpt.common.data.prepare import DataInfo, read_data_info
+from jaxgpt.common.finetune import check_vocab, init_source, init_weights
 from jaxgpt.common.hostmem import recycle_freed_memory
 from jaxgpt.common.loop import Launch, Loop, RunData, primary_only
 from jaxgpt.common.recipes import TrainConfig, batch_layout, configs_for
@@ -89,6 +90,20 @@ def hellaswag_tasks(data: DataInfo, model: GPTConfig, cfg: TrainConfig) -> list 
 RANDOM_ORDER_MAX_TOKENS = 1_000_000_000  # --batch_order=random loads the train split: 2 GB of uint16 at most
 
 
+def export_tokenizer(hf_dir: Path, data: DataInfo, model: GPTConfig, log: Callable[[str], None]) -> None:
+    """Write the shards' tokenizer (GPT-2's for manifest-less GPT-2-vocabulary shards) into the HF export."""
+    from jaxgpt.common.hf_tokenizer import save_tokenizer
+
+    if data.tokenizer is not None:
+        codec = load_codec(data.tokenizer, data.path)
+    elif model.vocab_size == GPT2_VOCAB:
+        codec = open_tokenizer("gpt2")
+    else:
+        log(f"note: {data.path} has no manifest.json, so {hf_dir} has no tokenizer files (the tokenizer is unknown)")
+        return
+    save_tokenizer(hf_dir, codec, model.block_size)
+
+
 def train_batches(cfg: TrainConfig, model: GPTConfig, rows: int, pid: int, nproc: int,
                   eot_id: int | None = None) -> Any:
     """This process's source of `rows` training rows per step, in cfg.batch_order (see TrainConfig), read
@@ -126,6 +141,8 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
     if not cfg.data_dir:
         raise ValueError("no --data_dir: pass the folder of shards made by scripts/prepare_data.py")
     data = read_data_info(cfg.data_dir)
+    if cfg.init_from and data.tokenizer is not None:
+        check_vocab(cfg.init_from, model_cfg, data.tokenizer.name, data.tokenizer.vocab_size, cfg.data_dir)
     check_data(data, model_cfg, preset)
     check_export(model_cfg, cfg)
     codec = text_codec(data, model_cfg, cfg, log)
@@ -150,7 +167,12 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
     rt.barrier()
     ckpts = CheckpointDir(out / "checkpoints", cfg.keep, is_primary=rt.primary, barrier=rt.barrier, log=log)
     identity = run_identity(model_cfg, cfg, optim, data.tokenizer.to_dict() if data.tokenizer else None)
+    if cfg.init_from:  # only when set, so runs from before the option resume unchanged
+        identity["train"]["init_from"] = cfg.init_from
     start = start_step(ckpts, rt.trainer, train_loader, identity, resume, log)
+    if cfg.init_from and start == 0:
+        rt.trainer.load_numpy(init_weights(cfg.init_from, model_cfg))
+        log(f"initialised from {init_source(cfg.init_from).describe()} (weights only: fresh optimiser and schedule)")
     if rt.primary and data.tokenizer is not None and data.tokenizer.kind == "bpe":
         shutil.copyfile(data.path / TOKENIZER_FILE, out / TOKENIZER_FILE)  # the run folder decodes its samples
     log(f"{framework}: {preset}, {model_cfg.n_layer} layers, {cluster.n_devices} devices in {nproc} process(es), "
@@ -163,6 +185,8 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
     loop = Loop(model_cfg, cfg, optim, rt, run, out, ckpts, {"preset": preset, "config": identity})
     try:
         metrics = loop.run(start)
+        if rt.primary and cfg.export_hf:  # the tokenizer beside the weights: transformers can then use RUN/hf alone
+            export_tokenizer(out / "hf", data, model_cfg, log)
     finally:
         if isinstance(train_loader, Prefetcher):
             train_loader.close()  # its reader thread, with what it read ahead
