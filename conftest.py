@@ -110,3 +110,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory) -> Path:
+    """A val and a train shard of 3,000 ids < 41 (no manifest): data for runs of the `tiny` preset."""
+    import numpy as np
+
+    d = tmp_path_factory.mktemp("tiny_shards")
+    rng = np.random.default_rng(1)
+    for i, split in enumerate(("val", "train")):
+        np.save(d / f"tiny_{split}_{i:06d}.npy", (np.arange(3000) % 40 + rng.integers(0, 2, 3000)).astype(np.uint16))
+    return d

@@ -33,7 +33,8 @@ checkpoint, and a reader never sees half a checkpoint. With an asynchronous writ
 `--async_checkpoint`: `write` returns a handle with `wait()`), the rename and meta.json happen in
 `commit()`, after the background write has finished: the same completeness guarantee, later.
 
-`CheckpointDir` keeps the last K; on resume the newest intact one is used; an incomplete, damaged
+`CheckpointDir` keeps the last K (plus milestones: with `keep_every=N`, every checkpoint at a step
+divisible by N stays, outside the count); on resume the newest intact one is used; an incomplete, damaged
 or unreadable newest one is skipped with a message naming it, and the previous one is used (never
 deleted: it may be inspected; the run writes that step again when it gets there). Multi-process runs: every process calls `save` (the writer may be
 collective, e.g. orbax's); only the primary process writes meta.json, renames and prunes;
@@ -233,10 +234,14 @@ class CheckpointDir:
     """A run's `step_XXXXXXXX/` checkpoints: atomic saves, keep the last `keep`, newest-complete lookup."""
 
     def __init__(self, root: str | Path, keep: int = 3, *, is_primary: bool = True,
-                 barrier: Callable[[], None] = lambda: None, log: Callable[[str], None] | None = None) -> None:
+                 barrier: Callable[[], None] = lambda: None, log: Callable[[str], None] | None = None,
+                 keep_every: int = 0) -> None:
         if keep < 1:
             raise ValueError(f"keep={keep} must be >= 1 (the number of checkpoints kept)")
+        if keep_every < 0:
+            raise ValueError(f"keep_every={keep_every} must be >= 0 (0 = no milestone checkpoints)")
         self.root, self.keep, self.is_primary, self.barrier = Path(root), keep, is_primary, barrier
+        self.keep_every = keep_every  # milestones: steps divisible by it are never pruned (and not counted in keep)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.pending: PendingSave | None = None  # an asynchronous save not committed yet
 
@@ -270,12 +275,19 @@ class CheckpointDir:
         pending, self.pending = self.pending, None
         commit_save(pending, is_primary=self.is_primary, barrier=self.barrier)
         if self.is_primary:
-            complete = [s for s in self.steps() if checkpoint_exists(self.path(s))]
-            protected = self.newest_finite()  # the one a diverged run goes back to: never pruned
-            for s in complete[:-self.keep]:
-                if s != protected:
-                    shutil.rmtree(self.path(s), ignore_errors=True)
+            self.prune()
         self.barrier()
+
+    def milestone(self, step: int) -> bool:
+        return self.keep_every > 0 and step % self.keep_every == 0
+
+    def prune(self) -> None:
+        """Delete the complete checkpoints beyond the newest `keep`, except milestones and the newest finite one."""
+        complete = [s for s in self.steps() if checkpoint_exists(self.path(s)) and not self.milestone(s)]
+        protected = self.newest_finite()  # the one a diverged run goes back to: never pruned
+        for s in complete[:-self.keep]:
+            if s != protected:
+                shutil.rmtree(self.path(s), ignore_errors=True)
 
     def newest_finite(self) -> int | None:
         """The step of the newest complete checkpoint whose writer checked its state finite (meta "finite")."""

@@ -33,8 +33,10 @@ from typing import Any
 from jaxgpt.common.checkpoint import CheckpointDir, checkpoint_exists
 from jaxgpt.common.config import GPTConfig
 from jaxgpt.common.metrics import mfu
+from jaxgpt.common.monitor import Monitor, open_monitor
+from jaxgpt.common.profile import PROFILE_DIR, StepProfiler, parse_profile_steps
 from jaxgpt.common.recipes import TrainConfig
-from jaxgpt.common.runlog import EXIT_DIVERGED, CsvLog, Stop, exit_code_for_signal, plot_log, stop_on_signal
+from jaxgpt.common.runlog import EXIT_DIVERGED, Stop, exit_code_for_signal, plot_log, stop_on_signal
 from jaxgpt.common.schedule import OptimConfig, lr_at
 
 CSV_FIELDS = ("step", "loss", "lr", "grad_norm", "dt_ms", "tok_per_s", "mfu", "val_loss", "val_bpb",
@@ -85,6 +87,9 @@ class Runtime:
     hellaswag: Callable[[Sequence[Any]], dict] | None = None  # rendered tasks -> {"acc_norm", ...}
     save: Callable[[Path], Any] | None = None  # writes a checkpoint's state into a folder (default trainer.save)
     setup: tuple[str, ...] = ()  # lines logged at start: the attention kernel chosen and why, the compilation cache
+    # The framework's jaxgpt/train/profile.py or torchref twin (start_trace, stop_trace, peak_memory); None = no
+    # traces, no memory figure (a scripted trainer in tests)
+    probe: Any = None
     log: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True))
     # Several processes: launch the all-reduce (max) of this process's stop signal (0 = none) across processes
     # and return its not-yet-fetched result (`fetch` reads it). None: one process, its own flag decides.
@@ -142,6 +147,12 @@ def eval_line(row: dict) -> str:
     return msg
 
 
+def retry_advice(optim: OptimConfig) -> str:
+    """What a diverged run is told to retry with: only settings that --resume accepts (resume.SCHEDULE_FIELDS)."""
+    return (f"a lower --lr (e.g. --lr={optim.lr / 2:g}) or a longer --warmup_steps "
+            f"(e.g. --warmup_steps={max(2 * optim.warmup_steps, 100)})")
+
+
 def bits_per_byte(nats_per_token: float, bytes_per_token: float) -> float:
     """Loss per byte of text in bits: nats/token / (bytes/token x ln 2); tokenizer-independent.
 
@@ -161,7 +172,12 @@ class Loop:
         self.out, self.ckpts = Path(out), ckpts
         self.meta = meta  # what every checkpoint's meta.json carries (config, data identity, framework)
         self.log_path = self.out / "train_log.csv"
-        self.csv = CsvLog(self.log_path, CSV_FIELDS)
+        # every logged row goes to the CSV and, when enabled, TensorBoard / W&B (jaxgpt/common/monitor.py)
+        self.monitor: Monitor = open_monitor(self.out, CSV_FIELDS, cfg.tensorboard, cfg.wandb_project,
+                                             meta.get("config", {}), rt.log) if rt.primary else Monitor([])
+        self.profiler: StepProfiler | None = None  # --profile_steps, set up in run() (it knows the start step)
+        self.first_dt: float | None = None  # the session's first step (it compiles), until the next is timed
+        self.compile_seconds: float | None = None  # the first step's time beyond a compiled step's
         self.pending: Pending | None = None
         self.first_step = 0  # where this session started (the step that compiles)
         self.t_last = time.perf_counter()
@@ -197,13 +213,13 @@ class Loop:
         if self.steps_timed or p.step > self.first_step:  # the session's first step compiles: not timed
             self.train_seconds += dt
             self.steps_timed += 1
+        self.note_compile_time(p.step, dt)
         tps = self.cfg.total_batch_tokens / dt
         row = {"step": p.step, "loss": loss, "lr": lr_at(p.step, self.optim), "grad_norm": norm, "dt_ms": dt * 1e3,
                "tok_per_s": tps, "mfu": mfu(tps, self.model_cfg, self.cfg.seq_len, self.rt.cluster.device_name,
                                             self.rt.cluster.n_devices)}
         self.rt.log(step_line(row))
-        if self.rt.primary:
-            self.csv.append(row)
+        self.monitor.write(row)
 
     def diverged(self, what: str, step: int | None = None) -> None:
         """Stop with exit 3, naming the checkpoint to go back to and a retry that --resume accepts.
@@ -214,8 +230,7 @@ class Loop:
         good = self.ckpts.newest_finite()
         if good is None:  # checkpoints of a version that did not record the check: the newest complete one
             good = next((s for s in reversed(self.ckpts.steps()) if checkpoint_exists(self.ckpts.path(s))), None)
-        lr, warmup = self.optim.lr, self.optim.warmup_steps
-        retry = f"a lower --lr (e.g. --lr={lr / 2:g}) or a longer --warmup_steps (e.g. --warmup_steps={max(2 * warmup, 100)})"
+        retry = retry_advice(self.optim)
         if good is None:
             where = f"no checkpoint was written yet; start again with --force and {retry}"
         elif good == step == self.first_step:
@@ -244,10 +259,23 @@ class Loop:
         if self.data.hellaswag and (final or (every and step % every == 0)):
             row["hellaswag_acc_norm"] = self.rt.hellaswag(self.data.hellaswag)["acc_norm"]
         self.rt.log(eval_line(row))
+        self.monitor.write(row)
         if self.rt.primary:
-            self.csv.append(row)
             self.plot()
         return row
+
+    def note_compile_time(self, step: int, dt: float) -> None:
+        """Log how much longer the session's first step took than the next one: its compilation (and warm-up)."""
+        if step == self.first_step:
+            self.first_dt = dt
+        elif self.first_dt is not None and self.compile_seconds is None:
+            self.compile_seconds = max(0.0, self.first_dt - dt)
+            self.rt.log(f"compile: the first step took {self.first_dt:.2f} s, {self.compile_seconds:.2f} s more than "
+                        f"a compiled one ({dt * 1e3:.1f} ms)")
+
+    def peak_memory(self) -> str:
+        """The peak device memory so far (JAX: device memory stats, torch: CUDA max allocated or host RSS)."""
+        return self.rt.probe.peak_memory() if self.rt.probe is not None else "n/a"
 
     def plot(self) -> None:
         if self.cfg.plot:
@@ -282,12 +310,25 @@ class Loop:
     def run(self, start: int) -> dict:
         """Train from step `start` (0, or where a checkpoint left off) to max_steps; the final metrics."""
         self.first_step = start
-        if self.rt.primary:  # the evaluations logged at the checkpoint's step came before it: kept, not redone
-            self.csv.start(start, keep=lambda row: int(float(row["step"])) == start and not row["loss"])
+        spec = parse_profile_steps(self.cfg.profile_steps, start, self.optim.max_steps)  # before anything is written
+        if spec and self.rt.probe is None:
+            raise ValueError("--profile_steps needs the framework's profiler, which this runtime does not provide")
+        self.profiler = StepProfiler(spec, self.rt.probe, self.out / PROFILE_DIR, self.rt.log)
+        # the evaluations logged at the checkpoint's step came before it: kept, not redone
+        self.monitor.start(start, keep=lambda row: int(float(row["step"])) == start and not row["loss"])
+        try:
+            return self.train_steps(start)
+        finally:
+            self.profiler.stop()
+            self.monitor.close()
+
+    def train_steps(self, start: int) -> dict:
         with stop_on_signal() as stop:
             for step in range(start, self.optim.max_steps):
                 self.periodic(step, start)
+                self.profiler.before(step)
                 self.dispatch(step)
+                self.profiler.after(step, self.flush)
                 signum = self.agreed_signal(stop["signal"])
                 if signum is not None:
                     self.save(step + 1)
@@ -340,7 +381,9 @@ class Loop:
         metrics = {**{k: v for k, v in final.items() if k != "step"}, "step": end,
                    "framework": self.trainer.framework, "train_seconds": self.train_seconds,
                    "steps_per_s": self.steps_timed / self.train_seconds if self.train_seconds else None,
+                   "compile_seconds": self.compile_seconds, "peak_memory": self.peak_memory(),
                    "samples": self.last_samples}
+        self.rt.log(f"peak memory: {metrics['peak_memory']}")
         if self.rt.primary:
             write_json(self.out / "metrics.json", metrics)
         return metrics

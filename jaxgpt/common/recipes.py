@@ -71,19 +71,26 @@ class TrainConfig:
     sample_prompt: str = ""  # text after the document separator: each sample starts a new document
     ckpt_every: int = 1000  # steps between checkpoints; 0 = only at the end and at SIGINT/SIGTERM
     keep: int = 3  # checkpoints kept (older complete ones are deleted)
+    keep_every: int = 0  # milestones: checkpoints at steps divisible by N are never pruned; 0 = none
     async_checkpoint: bool = False  # JAX: write checkpoints in the background (orbax async), committed later
     export_hf: bool = True  # write the final model as a Hugging Face GPT-2 directory (OUT_DIR/hf)
     plot: bool = True  # write OUT_DIR/curves.png at each evaluation and at the end
     # Fine-tuning: start from these weights (an HF GPT-2 directory, a cached model name such as gpt2-medium, or a
     # run/checkpoint of either framework; jaxgpt/common/finetune.py) with a fresh optimiser; "" = random init.
     init_from: str = ""
+    # What else sees the run (jaxgpt/common/monitor.py): TensorBoard event files in OUT_DIR/tensorboard (when
+    # tensorboardX is installed), a Weights & Biases run ("" = none); a profiler trace of steps A..B-1 ("A:B")
+    # in OUT_DIR/profile (jaxgpt/common/profile.py).
+    tensorboard: bool = True
+    wandb_project: str = ""
+    profile_steps: str = ""
 
     def __post_init__(self) -> None:
         problems = [f"--{n}={getattr(self, n)} must be >= 1" for n in
                     ("total_batch_tokens", "val_steps", "keep", "sample_tokens", "sample_count") if getattr(self, n) < 1]
         problems += [f"--{n}={getattr(self, n)} must be >= 0" for n in
                      ("micro_batch", "seq_len", "val_every", "final_val_steps", "hellaswag_every", "hellaswag_limit",
-                      "sample_every", "ckpt_every", "prefetch") if getattr(self, n) < 0]
+                      "sample_every", "ckpt_every", "keep_every", "prefetch") if getattr(self, n) < 0]
         if self.batch_order not in BATCH_ORDERS:
             problems.append(f"--batch_order={self.batch_order!r} is unknown; use one of {', '.join(BATCH_ORDERS)}")
         if self.doc_shuffle_seed is not None and self.batch_order != "sequential":
@@ -103,6 +110,13 @@ class TrainConfig:
 # The others (micro_batch, cadences, outputs, fsdp/compile) only change speed or what is reported.
 RESUME_FIELDS = ("data_dir", "total_batch_tokens", "seq_len", "dtype", "seed", "shuffle_seed", "doc_shuffle_seed",
                  "batch_order")
+# Part of the identity only when set (`--init_from`, the starting weights): checkpoints of runs without it
+# record nothing, so they resume as before.
+RESUME_FIELDS_IF_SET = ("init_from",)
+# What is evaluated, sampled and saved, and how often: recorded in each checkpoint so that a resume that
+# changes them says so (jaxgpt/common/resume.py), but free to change.
+CADENCE_FIELDS = ("val_every", "val_steps", "final_val_steps", "hellaswag_every", "sample_every", "ckpt_every", "keep",
+                  "keep_every")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """Resuming a run: what a resume must not change (the run's identity), and restoring either framework's checkpoint.
 
 Framework-free. A checkpoint's meta.json carries the run's identity: the model config, the
-optimiser config, the `RESUME_FIELDS` of TrainConfig (data, batch, sequence length, dtype, seeds)
-and the data folder's tokenizer. `--resume` refuses a different identity, naming every field
-that changed (jaxgpt/common/checkpoint.py `config_diff`); cadences, outputs, micro-batch and the
-framework may change.
+optimiser config, the `RESUME_FIELDS` of TrainConfig (data, batch, sequence length, dtype, seeds,
+the --init_from weights) and the data folder's tokenizer. `--resume` refuses a different identity,
+naming every field that changed (jaxgpt/common/checkpoint.py `config_diff`). A resume may steer the
+run: the optimiser schedule (`SCHEDULE_FIELDS`: lr, warm-up, max_steps, ...; from the resumed step
+on) and the cadences (`CADENCE_FIELDS`) may change, each change logged as `old -> new`; so may the
+outputs, the micro-batch and the framework.
 
 A checkpoint written by the other framework is read by its writer's reader, lazily through
 jaxgpt/common/frameworks.py (JAX: orbax, jaxgpt/train/trainer.py `read_state`; torch: the
@@ -37,37 +39,45 @@ from jaxgpt.common.checkpoint import (
 )
 from jaxgpt.common.config import GPTConfig, UsageError
 from jaxgpt.common.data.codec import TOKENIZER_FILE
-from jaxgpt.common.recipes import RESUME_FIELDS, TrainConfig
+from jaxgpt.common.monitor import TENSORBOARD_DIR, WANDB_DIR, WANDB_ID_FILE
+from jaxgpt.common.profile import PROFILE_DIR
+from jaxgpt.common.recipes import CADENCE_FIELDS, RESUME_FIELDS, RESUME_FIELDS_IF_SET, TrainConfig
 from jaxgpt.common.schedule import OptimConfig
 
 
 def run_identity(model: GPTConfig, cfg: TrainConfig, optim: OptimConfig, tokenizer: dict | None) -> dict:
-    """What a resumed run must share with its checkpoint, as it reads back from meta.json (tuples -> lists)."""
-    return json.loads(json.dumps({"model": model.to_dict(), "optim": dataclasses.asdict(optim),
-                                  "train": {k: getattr(cfg, k) for k in RESUME_FIELDS}, "tokenizer": tokenizer}))
+    """What a resumed run is compared with, as it reads back from meta.json (tuples -> lists): its identity
+    (model, optimiser, RESUME_FIELDS, tokenizer) and the cadences, which may change (`check_resumable`)."""
+    train = {k: getattr(cfg, k) for k in RESUME_FIELDS}
+    train |= {k: v for k in RESUME_FIELDS_IF_SET if (v := getattr(cfg, k, None))}
+    return json.loads(json.dumps({"model": model.to_dict(), "optim": dataclasses.asdict(optim), "train": train,
+                                  "tokenizer": tokenizer, "cadence": {k: getattr(cfg, k) for k in CADENCE_FIELDS}}))
 
 
 # The optimiser schedule a resumed run may change: the retry a diverged run is told to make (a lower lr, a
-# longer warm-up), or a longer run. What is trained on (data, batch, model, seeds) may not change.
+# longer warm-up), or a longer run (max_steps: also a finished one). Each takes effect from the resumed step
+# on: both Trainers compute the lr of step n from the OptimConfig they are built with. What is trained on
+# (data, batch, model, seeds, the starting weights) may not change.
 SCHEDULE_FIELDS = ("lr", "min_lr_ratio", "warmup_steps", "max_steps", "weight_decay", "grad_clip", "beta1", "beta2")
 
 
 def _split(config: dict) -> tuple[dict, dict]:
-    """(the config without the steerable schedule fields, those fields)."""
+    """(the identity: the config without the steerable fields, the steerable fields {name: value}).
+
+    Checkpoints written before the cadences were recorded have no "cadence": nothing to compare."""
     optim = dict(config.get("optim") or {})
-    schedule = {k: optim.pop(k) for k in SCHEDULE_FIELDS if k in optim}
-    return {**config, "optim": optim}, schedule
+    steerable = {k: optim.pop(k) for k in SCHEDULE_FIELDS if k in optim} | dict(config.get("cadence") or {})
+    return {k: v for k, v in config.items() if k != "cadence"} | {"optim": optim}, steerable
 
 
 def check_resumable(saved: dict, current: dict, where: Path) -> list[str]:
-    """The schedule changes ('lr 0.0006 -> 0.0003'), or ConfigMismatch naming every field that may not change."""
-    (fixed_old, sched_old), (fixed_new, sched_new) = _split(saved), _split(current)
-    changes = [f"{k} {sched_old[k]!r} -> {sched_new.get(k)!r}" for k in SCHEDULE_FIELDS
-               if k in sched_old and sched_old[k] != sched_new.get(k)]
+    """The steerable changes, one per field ('lr 0.0006 -> 0.0003'), or ConfigMismatch naming every field that
+    may not change (and the fix)."""
+    (fixed_old, steer_old), (fixed_new, steer_new) = _split(saved), _split(current)
+    changes = [f"{k} {steer_old[k]!r} -> {steer_new.get(k)!r}" for k in steer_old if steer_old[k] != steer_new.get(k)]
     refused = config_diff(fixed_old, fixed_new)
     if refused:
-        allowed = f" (the optimiser schedule may change: {'; '.join(config_diff(sched_old, sched_new, 'optim.'))})" \
-            if changes else ""
+        allowed = f" (these may change: {'; '.join(changes)})" if changes else ""
         raise ConfigMismatch(f"checkpoint {where} was written with another configuration ({'; '.join(refused)}); "
                              f"resume with the original settings{allowed}, or start a new run in another directory")
     return changes
@@ -96,12 +106,13 @@ def restore(trainer: Any, loader: Any, path: Path, meta: dict, identity: dict, l
         log(f"resumed a {meta.get('framework')} checkpoint in {trainer.framework}: parameters, AdamW moments, step and "
             "data position carry over; the dropout RNG stream cannot cross frameworks and restarts from --seed")
     loader.load_state(meta["loader"])
-    if changes:
-        log(f"resume with changed settings: {', '.join(changes)}")
+    for change in changes:  # one line per field, so a log search finds each
+        log(f"resume with a changed setting: {change}")
 
 
 # What a run of scripts/train.py leaves in its folder: a fresh run never writes over any of it.
-RUN_OUTPUTS = ("checkpoints", "train_log.csv", "metrics.json", "hf", "curves.png", TOKENIZER_FILE)
+RUN_OUTPUTS = ("checkpoints", "train_log.csv", "metrics.json", "hf", "curves.png", TOKENIZER_FILE, TENSORBOARD_DIR,
+               WANDB_DIR, WANDB_ID_FILE, PROFILE_DIR)
 
 
 def check_run_folder(out: Path, resume: bool, force: bool) -> list[Path]:

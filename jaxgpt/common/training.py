@@ -28,9 +28,12 @@ from jaxgpt.common.data.prepare import DataInfo, read_data_info
 from jaxgpt.common.finetune import check_vocab, init_source, init_weights
 from jaxgpt.common.hostmem import recycle_freed_memory
 from jaxgpt.common.loop import Launch, Loop, RunData, primary_only
+from jaxgpt.common.monitor import check_monitor
+from jaxgpt.common.profile import parse_profile_steps
 from jaxgpt.common.recipes import TrainConfig, batch_layout, configs_for
 from jaxgpt.common.resume import check_run_folder, replace_run, run_identity, start_step
 from jaxgpt.common.runlog import EXIT_BAD_INPUT, EXIT_USAGE, Stop
+from jaxgpt.common.schedule import OptimConfig
 
 GPT2_VOCAB = 50257
 GPT2_ENCODINGS = ("gpt2", "r50k_base")  # the same ranks and ids: HellaSwag's tokenizer
@@ -56,6 +59,13 @@ def check_export(model: GPTConfig, cfg: TrainConfig) -> None:
             hf_config_dict(model)
         except ValueError as e:
             raise ValueError(f"{e}; pass --export_hf=false") from None
+
+
+def check_observers(cfg: TrainConfig, optim: OptimConfig) -> None:
+    """--wandb_project without wandb, a malformed --profile_steps or one outside 0..max_steps: refused before
+    anything is written (a resumed run's own start is checked again once it is known)."""
+    check_monitor(cfg.wandb_project)
+    parse_profile_steps(cfg.profile_steps, 0, optim.max_steps)
 
 
 def text_codec(data: DataInfo, model: GPTConfig, cfg: TrainConfig, log: Callable[[str], None]) -> Any:
@@ -113,6 +123,11 @@ def train_batches(cfg: TrainConfig, model: GPTConfig, rows: int, pid: int, nproc
     return Prefetcher(source, cfg.prefetch) if cfg.prefetch else source
 
 
+def val_batches(cfg: TrainConfig, model: GPTConfig, rows: int, pid: int, nproc: int) -> ShardLoader:
+    """The val split in file order (never document-shuffled): every evaluation reads the same first batches."""
+    return ShardLoader(cfg.data_dir, "val", rows, cfg.seq_len, pid, nproc, vocab_size=model.vocab_size)
+
+
 def _train_source(cfg: TrainConfig, model: GPTConfig, rows: int, pid: int, nproc: int, eot_id: int | None) -> Any:
     if cfg.batch_order == "sequential":
         # eot_id None: shards without our manifest are build-nanogpt's, GPT-2 tokens (the loader's default id)
@@ -145,6 +160,7 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
         check_vocab(cfg.init_from, model_cfg, data.tokenizer.name, data.tokenizer.vocab_size, cfg.data_dir)
     check_data(data, model_cfg, preset)
     check_export(model_cfg, cfg)
+    check_observers(cfg, optim)
     codec = text_codec(data, model_cfg, cfg, log)
     tasks = hellaswag_tasks(data, model_cfg, cfg)
     out = Path(cfg.out_dir or f"out/{preset}-{framework}")
@@ -158,14 +174,16 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
     pid, nproc = cluster.process_index, cluster.num_processes
     train_loader = train_batches(cfg, model_cfg, rows * accum, pid, nproc,
                                  data.tokenizer.eot_id if data.tokenizer else None)
-    val_loader = ShardLoader(cfg.data_dir, "val", rows, cfg.seq_len, pid, nproc, vocab_size=model_cfg.vocab_size)
+    val_loader = val_batches(cfg, model_cfg, rows, pid, nproc)
     rt = fw.make_runtime(model_cfg, cfg, optim, cluster, accum)
     rt.log = log
+    rt.probe = frameworks.module(framework, "train.profile")  # --profile_steps traces, the peak-memory figure
     if rt.primary:
         check_writable(out)
         replace_run(replaced, log)
     rt.barrier()
-    ckpts = CheckpointDir(out / "checkpoints", cfg.keep, is_primary=rt.primary, barrier=rt.barrier, log=log)
+    ckpts = CheckpointDir(out / "checkpoints", cfg.keep, is_primary=rt.primary, barrier=rt.barrier, log=log,
+                          keep_every=cfg.keep_every)
     identity = run_identity(model_cfg, cfg, optim, data.tokenizer.to_dict() if data.tokenizer else None)
     if cfg.init_from:  # only when set, so runs from before the option resume unchanged
         identity["train"]["init_from"] = cfg.init_from

@@ -190,17 +190,25 @@ def clean_french_poetry(record: dict) -> str:
 CLEANERS: dict[str, Callable[[dict], str]] = {"manu/french_poetry": clean_french_poetry}
 
 
-def _hf_documents(src: DocSource, clean: Callable[[dict], str] | None, data_files: Any) -> Iterator[str]:
-    """Stream src.dataset with `datasets` (nothing is downloaded up front)."""
+def open_hf_dataset(src: DocSource, data_files: Any = None) -> Any:
+    """src.dataset as a `datasets` IterableDataset: streamed, nothing is downloaded up front."""
     from datasets import load_dataset
 
     try:
-        ds = load_dataset(src.dataset, name=src.name, split=src.split, streaming=True, data_files=data_files)
+        return load_dataset(src.dataset, name=src.name, split=src.split, streaming=True, data_files=data_files)
     except Exception as e:  # noqa: BLE001 -- offline, unknown name, hub error: all mean "use a local corpus"
         raise FileNotFoundError(f"could not open the Hugging Face dataset {src.dataset!r} ({type(e).__name__}: "
                                 f"{str(e)[:200]}); when offline, pass local files with --files") from None
-    for i, rec in enumerate(ds):
-        yield clean(rec) if clean is not None else text_of(rec, f"{src.dataset} record {i}", src.text_field)
+
+
+def record_text(src: DocSource, clean: Callable[[dict], str] | None = None) -> Callable[[dict, int], str]:
+    """record, index -> its text: `clean` (default: CLEANERS' entry for the dataset, unless src.text_field is
+    set) or the text-field lookup."""
+    if clean is None and not src.text_field:
+        clean = CLEANERS.get(src.dataset or "")
+    if clean is not None:
+        return lambda rec, i: clean(rec)
+    return lambda rec, i: text_of(rec, f"{src.dataset} record {i}", src.text_field)
 
 
 def iter_documents(src: DocSource, clean: Callable[[dict], str] | None = None,
@@ -214,6 +222,6 @@ def iter_documents(src: DocSource, clean: Callable[[dict], str] | None = None,
         for path in src.files:
             yield from _file_documents(path, src)
     else:
-        if clean is None and not src.text_field:
-            clean = CLEANERS.get(src.dataset or "")
-        yield from _hf_documents(src, clean, data_files)
+        text = record_text(src, clean)
+        for i, rec in enumerate(open_hf_dataset(src, data_files)):
+            yield text(rec, i)

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from jaxgpt.common.data.codec import TOKENIZER_FILE, Codec, TokenizerInfo, file_sha256, open_tokenizer
-from jaxgpt.common.data.documents import DocSource, iter_documents
+from jaxgpt.common.data.documents import DocSource, iter_documents, open_hf_dataset, record_text
 from jaxgpt.common.data.loader import check_shard_file
 
 MANIFEST = "manifest.json"
@@ -378,6 +378,57 @@ def _cumulative_bytes(p: int, ends: np.ndarray, lengths: np.ndarray, nbytes: np.
     return int(before[d]) + int(nbytes[d]) * k // int(lengths[d])
 
 
+class _Replay:
+    """Documents by count: a resume skips (reads, but does not tokenize) those the kept shards cover."""
+
+    def __init__(self, docs: Iterable[str]) -> None:
+        self.docs = docs
+
+    def documents(self, start_doc: int, state: dict | None) -> Iterator[str]:
+        return itertools.islice(self.docs, start_doc, None)
+
+    def state_at(self, doc: int) -> dict | None:
+        return None
+
+
+class ResumableStream:
+    """A streamed dataset's documents from any shard boundary, without reading anything before it.
+
+    After each record it keeps `datasets`' IterableDataset.state_dict() (which file of the dataset, which
+    record in it): the state "before document i" for each document in flight. The writer stores the
+    state at each shard's end in the manifest (`stream_state`), and a resumed run hands it to
+    load_state_dict() instead of reading the stream again from its first record: with FineWeb-Edu's
+    parquet files, the files the finished shards came from are not downloaded again. A manifest
+    without states (older versions) resumes by count, reading the stream up to its position.
+    """
+
+    def __init__(self, src: DocSource, data_files: Any = None) -> None:
+        self.src, self.data_files = src, data_files
+        self.states: dict[int, dict] = {}  # document index -> the dataset's state before it
+        self.read = 0  # records read from the dataset by this run (tests: a resume reads only the rest)
+
+    def documents(self, start_doc: int, state: dict | None) -> Iterator[str]:
+        ds = open_hf_dataset(self.src, self.data_files)
+        text = record_text(self.src)
+        first = 0
+        if start_doc and state is not None:
+            ds.load_state_dict(state)
+            first = start_doc
+        for i, rec in enumerate(ds, start=first):
+            self.read += 1
+            if i < start_doc:
+                continue
+            self.states[i + 1] = ds.state_dict()  # what resumes at the next record
+            yield text(rec, i)
+
+    def state_at(self, doc: int) -> dict | None:
+        """The state before document `doc` (a shard's end); the states of earlier documents are dropped."""
+        state = self.states.get(doc)
+        for i in [i for i in self.states if i <= doc]:
+            del self.states[i]
+        return state
+
+
 class _StreamWriter:
     """One token stream -> consecutive shards `name(i)`, committed to the manifest one by one."""
 
@@ -408,13 +459,15 @@ class _StreamWriter:
     def name_of(self, index: int) -> str:
         return shard_name(self.cfg.prefix, self.split_of(index), index)
 
-    def commit(self, next_doc: int, next_offset: int) -> None:
+    def commit(self, next_doc: int, next_offset: int, state: dict | None = None) -> None:
         n, index = self.fill, len(self.done)
         name = self.name_of(index)
         sha = write_shard(self.out / name, self.buf[:n])
         entry = {"name": name, "stream": self.stream, "split": self.split_of(index), "tokens": n,
                  "documents": int(np.count_nonzero(self.buf[:n] == self.eot)), "bytes": self.fill_bytes,
                  "sha256": sha, "next_doc": next_doc, "next_offset": next_offset}
+        if state is not None:  # where a resumed download continues (ResumableStream)
+            entry["stream_state"] = state
         self.done.append(entry)
         self.shards_written += 1
         self.manifest["shards"].append(entry)
@@ -424,12 +477,13 @@ class _StreamWriter:
         if self.on_shard is not None:
             self.on_shard(entry)
 
-    def write(self, docs: Iterable[str], spec: str, workers: int) -> int:
+    def write(self, source: _Replay | ResumableStream, spec: str, workers: int) -> int:
         """Tokenize and write the stream from where the kept shards end; returns the number of documents."""
         self.manifest.setdefault("complete_streams", {})[self.stream] = False  # saved with the first shard
         start_doc, start_off = (self.done[-1]["next_doc"], self.done[-1]["next_offset"]) if self.done else (0, 0)
         n_docs = start_doc
-        for flat, lengths, nbytes in tokenize_stream(itertools.islice(docs, start_doc, None), spec, workers):
+        docs = source.documents(start_doc, self.done[-1].get("stream_state") if self.done else None)
+        for flat, lengths, nbytes in tokenize_stream(docs, spec, workers):
             ends = np.cumsum(lengths)
             before = np.concatenate([[0], np.cumsum(nbytes)[:-1]])  # bytes of the batch's whole documents before each
             pos = start_off if n_docs == start_doc else 0  # resume mid-document: drop what is already written
@@ -445,7 +499,7 @@ class _StreamWriter:
                     # Stream position after this shard: the document holding token `pos` and the offset in it.
                     d = int(np.searchsorted(ends, pos, side="right"))
                     off = 0 if d == len(ends) else pos - int(ends[d - 1] if d else 0)
-                    self.commit(n_docs + d, off)
+                    self.commit(n_docs + d, off, source.state_at(n_docs + d))
             n_docs += len(lengths)
         if n_docs == 0:
             what = "" if self.stream == "all" else f" for the {self.stream} split"
@@ -499,10 +553,11 @@ def prepare(cfg: PrepareConfig, out: str | Path, workers: int = 1, progress: boo
     if cfg.val_fraction:
         docs = list(iter_documents(cfg.source, data_files=data_files))
         train_docs, val_docs = split_documents(docs, cfg.val_fraction, cfg.split_seed)
-        streams = [("val", val_docs), ("train", train_docs)]
+        streams = [("val", _Replay(val_docs)), ("train", _Replay(train_docs))]
     else:
         train_docs = None
-        streams = [("all", iter_documents(cfg.source, data_files=data_files))]
+        src = cfg.source
+        streams = [("all", _Replay(iter_documents(src)) if src.files else ResumableStream(src, data_files))]
     manifest["complete"] = False  # until every stream is written (saved with the tokenizer record below)
     info, spec = _tokenizer(cfg, out, manifest, train_docs, log)
     if manifest["tokenizer"] not in (None, info.to_dict()):
