@@ -185,8 +185,6 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
     ckpts = CheckpointDir(out / "checkpoints", cfg.keep, is_primary=rt.primary, barrier=rt.barrier, log=log,
                           keep_every=cfg.keep_every)
     identity = run_identity(model_cfg, cfg, optim, data.tokenizer.to_dict() if data.tokenizer else None)
-    if cfg.init_from:  # only when set, so runs from before the option resume unchanged
-        identity["train"]["init_from"] = cfg.init_from
     start = start_step(ckpts, rt.trainer, train_loader, identity, resume, log)
     if cfg.init_from and start == 0:
         rt.trainer.load_numpy(init_weights(cfg.init_from, model_cfg))
