@@ -24,6 +24,11 @@ _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Under pytest-xdist (pyproject's -n auto), N workers share the machine's cores: torch's intra-op pool is sized
+# to each worker's share instead of every core, so the workers do not preempt each other's threads (tiny
+# models slow down most when one of their threads is preempted: see one_torch_thread). Read by torch at import.
+if _workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _workers)))
 
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = Path(os.environ.get("JAXGPT_TEST_DATA", ROOT.parent / "shared" / "data"))

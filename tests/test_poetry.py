@@ -42,6 +42,9 @@ def make_poems(n: int, seed: int = 0) -> list[str]:
 
 
 POEMS = make_poems(160)
+# Most tests here read `full_runs` (a JAX and a torch run): one pytest-xdist worker runs this module, so the runs
+# are made once (pyproject's --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_poetry")
 
 
 @pytest.fixture(scope="module")
