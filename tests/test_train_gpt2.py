@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import script_compile_cache
 from jaxgpt.common import training
 from jaxgpt.common.checkpoint import CheckpointDir, ConfigMismatch, check_same_config, checkpoint_exists
 from jaxgpt.common.config import get_preset
@@ -208,9 +209,15 @@ def _env(devices: int = 8) -> dict:
     return env
 
 
+def _command(args: list[str]) -> list[str]:
+    """scripts/train.py with `args`; a JAX run loads the steps earlier runs compiled (conftest.script_compile_cache)."""
+    cache = [] if "torch" in args else [script_compile_cache()]  # "--framework", "torch"
+    return [sys.executable, str(SCRIPT), *args, *cache]
+
+
 def _run(args: list[str], devices: int = 8, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, str(SCRIPT), *args], env=_env(devices), capture_output=True, text=True,
-                       check=False, timeout=900, **kw)
+    p = subprocess.run(_command(args), env=_env(devices), capture_output=True, text=True, check=False, timeout=900,
+                       **kw)
     if check:
         assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return p
@@ -246,7 +253,7 @@ SHARES_STRAIGHT = pytest.mark.xdist_group("test_train_gpt2-straight")
 def test_sigkill_then_resume_is_bitwise_identical(straight, shards, tmp_path):
     out = tmp_path / "killed"
     args = [*RUN_ARGS, "--micro_batch=2", f"--data_dir={shards}", f"--out_dir={out}"]
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], env=_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(_command(args), env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     seen = []
     for line in proc.stdout:
