@@ -15,7 +15,10 @@ naming it, instead of skipping, so a broken CI environment cannot pass by runnin
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,11 @@ _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Under pytest-xdist (pyproject's -n auto), N workers share the machine's cores: torch's intra-op pool is sized
+# to each worker's share instead of every core, so the workers do not preempt each other's threads (tiny
+# models slow down most when one of their threads is preempted: see one_torch_thread). Read by torch at import.
+if _workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _workers)))
 
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = Path(os.environ.get("JAXGPT_TEST_DATA", ROOT.parent / "shared" / "data"))
@@ -94,6 +102,26 @@ def tiktoken_encoding(name: str):
     for f in TIKTOKEN_FILES[name]:
         data_file(f"tiktoken_cache/{f}")
     return tiktoken.get_encoding(name)
+
+
+_compile_cache: list[str] = []
+
+
+def script_compile_cache() -> str:
+    """`--compile_cache=DIR` for the JAX runs of scripts/train.py that a test module repeats (JAX only).
+
+    A module's runs compile the same steps again and again (a reference run, then the interrupted, resumed and
+    copied runs compared with it): from the second on, each loads them from JAX's persistent cache, saving two
+    thirds of a tiny run's CPU time (docs/TESTING.md, "CI time"). It cannot mask a difference between two runs:
+    the cache is keyed by the program and its compile options, so a run whose program differs compiles its own,
+    and a loaded executable computes what the compiled one did. One fresh folder per pytest process, deleted at
+    its exit: nothing carries over between sessions. Never for in-process runs (the cache would stay on for the
+    process) nor for the tests of the cache itself (test_compile_cache.py).
+    """
+    if not _compile_cache:
+        _compile_cache.append(tempfile.mkdtemp(prefix="jaxgpt-test-xla-cache-"))
+        atexit.register(shutil.rmtree, _compile_cache[0], ignore_errors=True)
+    return f"--compile_cache={_compile_cache[0]}"
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,9 @@ from jaxgpt.common.config import get_preset
 from jaxgpt.common.schedule import OptimConfig
 from jaxgpt.train.sharding import make_mesh
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# Every test reads the four trajectories of `losses`: one pytest-xdist worker runs them all, so they are computed
+# once (pyproject's --dist loadgroup).
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.xdist_group("test_bf16-losses")]
 
 CFG = get_preset("tiny")  # block 16, vocab 99, 2 layers, 4 heads, 32 wide
 OPT = OptimConfig(lr=1e-3, warmup_steps=3, max_steps=50)

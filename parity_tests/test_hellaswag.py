@@ -89,6 +89,10 @@ def jax_on_one_device(compact_twins, examples, compact) -> dict:
     return jhs.evaluate_hellaswag(compact_twins[0], examples, batch_size=8, enc=compact)
 
 
+# Its two readers run on one pytest-xdist worker (pyproject's --dist loadgroup): evaluated once, not per worker.
+SHARES_JAX_RUN = pytest.mark.xdist_group("test_hellaswag-jax_on_one_device")
+
+
 def hf_scores(hf_model, enc, examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
     """build-nanogpt's scoring written out on transformers' forward: one unpadded row per ending."""
     sums, means = np.zeros((len(examples), 4)), np.zeros((len(examples), 4))
@@ -113,6 +117,7 @@ def hf_model(vocab_size: int, seed: int = 0):
     return transformers.GPT2LMHeadModel(cfg).eval()
 
 
+@SHARES_JAX_RUN
 def test_jax_and_torch_agree_on_the_sample(examples, compact, compact_twins, jax_on_one_device):
     jm, tm = compact_twins
     rj = jax_on_one_device
@@ -165,6 +170,7 @@ def test_full_gpt2_vocabulary_slice(examples, tmp_path):
         np.testing.assert_array_equal(r.pred_norm, means.argmin(1))
 
 
+@SHARES_JAX_RUN
 def test_eight_simulated_devices_give_the_same_numbers_as_one(examples, compact, compact_twins, jax_on_one_device,
                                                               monkeypatch):
     """The JAX scorer with each batch's rows sharded over a Mesh of the 8 simulated CPU devices."""

@@ -198,10 +198,16 @@ def finished(shards, tmp_path_factory) -> Path:
     return out
 
 
+# The tests that read `finished` run on one pytest-xdist worker (pyproject's --dist loadgroup): one run, not one
+# per worker.
+SHARES_FINISHED = pytest.mark.xdist_group("test_nothing_lost-finished")
+
+
 def largest_state_file(step_dir: Path) -> Path:
     return max((p for p in step_dir.rglob("*") if p.is_file() and p.name != "meta.json"), key=lambda p: p.stat().st_size)
 
 
+@SHARES_FINISHED
 @pytest.mark.parametrize("damage", ["same-size overwrite", "no meta.json"])
 def test_a_damaged_newest_checkpoint_is_named_skipped_and_written_again(finished, shards, tmp_path, capsys, damage):
     out = tmp_path / "run"
@@ -226,6 +232,7 @@ def test_a_damaged_newest_checkpoint_is_named_skipped_and_written_again(finished
     assert snapshot(out / "hf") == {out / p.relative_to(finished): b for p, b in snapshot(finished / "hf").items()}
 
 
+@SHARES_FINISHED
 def test_resume_with_no_usable_checkpoint_is_an_error_and_changes_nothing(finished, shards, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(finished, out)
@@ -245,6 +252,7 @@ def test_resume_with_no_usable_checkpoint_is_an_error_and_changes_nothing(finish
 
 # ---- run folders are never overwritten (item 5) ---------------------------------------------------------
 
+@SHARES_FINISHED
 @pytest.mark.parametrize("keep", [("train_log.csv", "hf"), ("metrics.json",), ("checkpoints",)])
 def test_a_fresh_run_never_overwrites_an_earlier_runs_outputs(finished, shards, tmp_path, capsys, keep):
     out = tmp_path / "run"
@@ -343,6 +351,7 @@ def test_a_manifest_that_is_a_json_list_is_one_line_error(tmp_path, capsys):
 
 # ---- one-line errors instead of tracebacks (items 8, 9) ---------------------------------------------------
 
+@SHARES_FINISHED
 def test_a_truncated_model_safetensors_is_a_one_line_error(finished, tmp_path):
     from jaxgpt.common.sources import load_model, resolve_hf
 

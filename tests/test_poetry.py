@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import script_compile_cache
 from jaxgpt.common import sampling, training
 from jaxgpt.common.checkpoint import CheckpointDir, group
 from jaxgpt.common.data.documents import DocSource
@@ -42,6 +43,9 @@ def make_poems(n: int, seed: int = 0) -> list[str]:
 
 
 POEMS = make_poems(160)
+# Most tests here read `full_runs` (a JAX and a torch run): one pytest-xdist worker runs this module, so the runs
+# are made once (pyproject's --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_poetry")
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +75,14 @@ def env() -> dict:
     return dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
+def command(argv: list[str]) -> list[str]:
+    """scripts/train.py with `argv`; a JAX run loads the steps its earlier runs compiled (conftest.script_compile_cache)."""
+    cache = [script_compile_cache()] if argv[argv.index("--framework") + 1] == "jax" else []
+    return [sys.executable, str(SCRIPT), *argv, *cache]
+
+
 def train(argv: list[str]) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, str(SCRIPT), *argv], env=env(), capture_output=True, text=True, timeout=900,
-                       check=False)
+    p = subprocess.run(command(argv), env=env(), capture_output=True, text=True, timeout=900, check=False)
     assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return p
 
@@ -99,7 +108,7 @@ def full_runs(data, tmp_path_factory) -> dict[str, tuple[Path, str]]:
 def test_interrupted_run_resumes_exactly(data, tmp_path, full_runs, framework, how):
     """SIGKILL: back to the last periodic checkpoint (step 3); SIGTERM: a checkpoint of the step in flight, exit 143."""
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args(data, out, framework)], env=env(),
+    proc = subprocess.Popen(command(args(data, out, framework)), env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []
     for line in proc.stdout:

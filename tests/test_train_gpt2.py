@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import script_compile_cache
 from jaxgpt.common import training
 from jaxgpt.common.checkpoint import CheckpointDir, ConfigMismatch, check_same_config, checkpoint_exists
 from jaxgpt.common.config import get_preset
@@ -208,9 +209,15 @@ def _env(devices: int = 8) -> dict:
     return env
 
 
+def _command(args: list[str]) -> list[str]:
+    """scripts/train.py with `args`; a JAX run loads the steps earlier runs compiled (conftest.script_compile_cache)."""
+    cache = [] if "torch" in args else [script_compile_cache()]  # "--framework", "torch"
+    return [sys.executable, str(SCRIPT), *args, *cache]
+
+
 def _run(args: list[str], devices: int = 8, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, str(SCRIPT), *args], env=_env(devices), capture_output=True, text=True,
-                       check=False, timeout=900, **kw)
+    p = subprocess.run(_command(args), env=_env(devices), capture_output=True, text=True, check=False, timeout=900,
+                       **kw)
     if check:
         assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return p
@@ -237,10 +244,16 @@ def straight(tmp_path_factory, shards) -> Path:
     return out
 
 
+# The tests that read `straight` run on one pytest-xdist worker (pyproject's --dist loadgroup), so the 20-step
+# run is made once, not once per worker (docs/TESTING.md, "CI time").
+SHARES_STRAIGHT = pytest.mark.xdist_group("test_train_gpt2-straight")
+
+
+@SHARES_STRAIGHT
 def test_sigkill_then_resume_is_bitwise_identical(straight, shards, tmp_path):
     out = tmp_path / "killed"
     args = [*RUN_ARGS, "--micro_batch=2", f"--data_dir={shards}", f"--out_dir={out}"]
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], env=_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(_command(args), env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     seen = []
     for line in proc.stdout:
@@ -257,6 +270,7 @@ def test_sigkill_then_resume_is_bitwise_identical(straight, shards, tmp_path):
     assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
 
 
+@SHARES_STRAIGHT
 def test_two_jax_processes_equal_one(straight, shards, tmp_path):
     """jax.distributed on 127.0.0.1, gloo CPU collectives, 1 device per process, each loading its slice."""
     with socket.socket() as s:
@@ -293,6 +307,7 @@ def test_torch_ddp_two_gloo_processes_equal_one(shards, tmp_path):
     assert len(a) == 6 and rel(a, b) <= 1e-5, f"DDP {a}\none process {b}"
 
 
+@SHARES_STRAIGHT
 def test_corrupt_newest_checkpoint_falls_back_and_says_so(straight, shards, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(straight, out)
@@ -314,6 +329,7 @@ def _main(args: list[str]) -> int:
     return training.main(preset, rest, framework, resume="--resume" in args)
 
 
+@SHARES_STRAIGHT
 def test_bad_input_clear_errors_and_nothing_overwritten(straight, shards, tmp_path, capsys):
     base = [*RUN_ARGS, "--micro_batch=2", f"--data_dir={shards}"]
     # Global batch that does not divide over micro-batch x seq x devices.
@@ -398,6 +414,7 @@ def resume_copy(run: Path, dest: Path, framework: str, shards: Path, devices: in
                  "--resume"], devices=devices)
 
 
+@SHARES_STRAIGHT
 @pytest.mark.parametrize("direction", ["jax->torch", "torch->jax"])
 def test_a_checkpoint_resumes_in_the_other_framework(straight, straight_torch, shards, tmp_path, direction):
     """10 steps from the other framework's step-10 checkpoint == 10 more steps in its own (<= 1e-4 relative)."""
@@ -412,6 +429,7 @@ def test_a_checkpoint_resumes_in_the_other_framework(straight, straight_torch, s
     assert len(val) == 2  # the step-10 evaluation (kept from the source run) and the final one
 
 
+@SHARES_STRAIGHT
 def test_async_checkpoints_are_complete_and_change_nothing(straight, shards, tmp_path):
     out = tmp_path / "async"
     _run([*RUN_ARGS, "--micro_batch=2", f"--data_dir={shards}", f"--out_dir={out}", "--async_checkpoint=true"])
@@ -431,6 +449,7 @@ def test_async_checkpoints_are_complete_and_change_nothing(straight, shards, tmp
     assert set(group(a, "params")) == set(group(a, "opt/mu")) == set(group(a, "opt/nu"))
 
 
+@SHARES_STRAIGHT
 def test_old_format_checkpoints_are_refused_with_what_to_do(straight, shards, tmp_path, capsys):
     out = tmp_path / "old"
     shutil.copytree(straight, out)
@@ -451,6 +470,7 @@ def test_old_format_checkpoints_are_refused_with_what_to_do(straight, shards, tm
     assert "run folder of the old scripts/train_gpt.py" in capsys.readouterr().err
 
 
+@SHARES_STRAIGHT
 def test_hand_edited_checkpoints(straight, shards, tmp_path, capsys):
     """A state whose tensor no longer fits the model is skipped for the previous checkpoint; a meta.json edited to
     another configuration is refused, naming the field."""
