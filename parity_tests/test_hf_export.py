@@ -26,7 +26,8 @@ from jaxgpt.common.sources import load_model, resolve_model
 from jaxgpt.common.weights import expected_shapes, save_hf_dir
 
 transformers = require_module("transformers")  # a failure in CI, not a skip
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# One worker runs this module (pyproject's --dist loadgroup): its module-scoped runs are then made once, not per worker.
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.xdist_group("hf-export")]
 
 VERSES = ["Le ciel est bleu, la mer est calme.", "Ô nuit ! les étoiles tremblent\nsur l'onde où rêve une âme.",
           "Mon cœur, 1848 fois, s'éveille…"]

@@ -17,7 +17,8 @@ from jaxgpt.common.data.documents import DocSource
 from jaxgpt.common.data.prepare import PrepareConfig, prepare
 from jaxgpt.common.evaluate import EvalArgs, eval_main, evaluate
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# One worker runs this module (pyproject's --dist loadgroup): its module-scoped runs are then made once, not per worker.
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.xdist_group("eval-cli")]
 
 TINY = ["--n_layer=1", "--n_embd=16", "--n_head=2", "--block_size=32", "--seq_len=32", "--total_batch_tokens=256",
         "--micro_batch=0", "--max_steps=2", "--warmup_steps=1", "--val_every=0", "--val_steps=3",

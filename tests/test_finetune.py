@@ -16,7 +16,8 @@ from jaxgpt.common.config import get_preset
 from jaxgpt.common.recipes import configs_for
 from jaxgpt.common.weights import expected_shapes, load_hf_dir, save_hf_dir
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# One worker runs this module (pyproject's --dist loadgroup): its module-scoped runs are then made once, not per worker.
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.xdist_group("finetune")]
 
 CFG = get_preset("tiny")  # block 16, vocab 99, 2 layers, 32 wide
 # One step of 8 rows; lr so small that AdamW's first update (~lr per weight) is far below fp32 resolution.

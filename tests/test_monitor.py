@@ -16,6 +16,9 @@ from jaxgpt.common import monitor, training
 from jaxgpt.common.monitor import TAGS, open_monitor
 from jaxgpt.common.runlog import read_log
 
+# One worker runs this module (pyproject's --dist loadgroup): its module-scoped runs are then made once, not per worker.
+pytestmark = pytest.mark.xdist_group("monitor")
+
 TINY = ["--padded_vocab_size=128", "--total_batch_tokens=128", "--seq_len=16", "--dtype=float32", "--warmup_steps=2",
         "--max_steps=4", "--val_every=2", "--val_steps=1", "--sample_every=0", "--hellaswag_every=0",
         "--export_hf=false", "--plot=false", "--prefetch=0", "--ckpt_every=0"]

@@ -12,6 +12,9 @@ import pytest
 from jaxgpt.common import training
 from jaxgpt.common.profile import parse_profile_steps
 
+# One worker runs this module (pyproject's --dist loadgroup): its module-scoped runs are then made once, not per worker.
+pytestmark = pytest.mark.xdist_group("profile")
+
 TINY = ["--padded_vocab_size=128", "--total_batch_tokens=128", "--seq_len=16", "--dtype=float32", "--warmup_steps=1",
         "--max_steps=3", "--val_every=0", "--val_steps=1", "--sample_every=0", "--hellaswag_every=0",
         "--export_hf=false", "--plot=false", "--prefetch=0", "--ckpt_every=0", "--tensorboard=false"]

@@ -22,6 +22,9 @@ from jaxgpt.common.resume import SCHEDULE_FIELDS, check_resumable, read_train_st
 from jaxgpt.common.runlog import read_log
 from jaxgpt.common.schedule import OptimConfig, lr_at
 
+# One worker runs this module (pyproject's --dist loadgroup): its module-scoped runs are then made once, not per worker.
+pytestmark = pytest.mark.xdist_group("resume-steering")
+
 TINY = ["--padded_vocab_size=128", "--total_batch_tokens=128", "--seq_len=16", "--dtype=float32", "--warmup_steps=2",
         "--lr=1e-3", "--val_every=0", "--val_steps=1", "--sample_every=0", "--hellaswag_every=0", "--export_hf=false",
         "--plot=false", "--prefetch=0", "--tensorboard=false", "--ckpt_every=2", "--keep=1", "--keep_every=4"]

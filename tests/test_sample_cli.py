@@ -21,7 +21,8 @@ from jaxgpt.common.data.prepare import train_bpe_tokenizer
 from jaxgpt.common.sources import load_model, resolve_model
 from jaxgpt.common.weights import expected_shapes, save_hf_dir
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# One worker runs this module (pyproject's --dist loadgroup): its module-scoped runs are then made once, not per worker.
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.xdist_group("sample-cli")]
 
 CFG = GPTConfig(block_size=16, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)
 PROMPT = "Le ciel est"

@@ -20,6 +20,9 @@ from jaxgpt.common.data.documents import DocSource
 from jaxgpt.common.data.prepare import PrepareConfig
 from jaxgpt.common.recipes import RECIPES, configs_for
 
+# One worker runs this module (pyproject's --dist loadgroup): its module-scoped runs are then made once, not per worker.
+pytestmark = pytest.mark.xdist_group("stream-resume")
+
 SHARD = 4000  # tokens per shard: ~9 shards from the corpus below, cuts inside documents
 
 
