@@ -17,8 +17,10 @@ events from that step on (`purge_step`), W&B continues the run whose id the fold
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import math
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,23 @@ TAGS = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm", 
 
 def installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
+
+
+def import_without_torch(name: str) -> Any:
+    """Import `name` with torch hidden unless torch is already loaded (a torch run).
+
+    tensorboardX imports torch at import time whenever it is installed, only to accept torch tensors; a JAX run
+    writes floats, and loading torch beside jax costs seconds and memory, and a CUDA torch beside jax[cuda12]
+    invites cuDNN conflicts (pyproject.toml): the JAX path never loads torch (tests/test_imports.py). A None entry
+    in sys.modules makes `import torch` raise ImportError, which tensorboardX handles.
+    """
+    if "torch" in sys.modules:
+        return importlib.import_module(name)
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        return importlib.import_module(name)
+    finally:
+        del sys.modules["torch"]
 
 
 def check_monitor(wandb_project: str) -> None:
@@ -70,8 +89,7 @@ class TensorBoardSink:
         self.directory, self.writer = directory, None
 
     def start(self, step: int, keep: Any = None) -> None:
-        from tensorboardX import SummaryWriter
-
+        SummaryWriter = import_without_torch("tensorboardX").SummaryWriter
         # purge_step: TensorBoard hides the earlier session's events from this step on (they are redone)
         self.writer = SummaryWriter(str(self.directory), purge_step=step or None, flush_secs=30)
 
