@@ -133,13 +133,8 @@ TINY = ["--padded_vocab_size=128", "--total_batch_tokens=128", "--seq_len=16", "
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("shards")
-    rng = np.random.default_rng(1)
-    for i, split in enumerate(("val", "train")):
-        tokens = (np.arange(3000) % 40 + rng.integers(0, 2, 3000)).astype(np.uint16)
-        np.save(d / f"tiny_{split}_{i:06d}.npy", tokens)
-    return d
+def shards(tiny_shards: Path) -> Path:
+    return tiny_shards  # conftest's tiny-preset shards (read only here), shared with the other tiny-run modules
 
 
 def train(out: Path, shards: Path, *extra: str, resume: bool = False, **kw) -> int:
