@@ -188,7 +188,12 @@ class GPT(nnx.Module):
     # ---- forward -------------------------------------------------------------------------------
     def _trunk(self, idx: jax.Array, cache: KVCache | None, pos: Any) -> tuple[jax.Array, KVCache | None]:
         """Logits over all n_vocab_rows (padded rows included) in the compute dtype, and the new cache."""
-        B, T = idx.shape
+        x, new_cache = self._hidden(idx, cache, pos)
+        return self._head(x), new_cache
+
+    def _hidden(self, idx: jax.Array, cache: KVCache | None, pos: Any) -> tuple[jax.Array, KVCache | None]:
+        """The final LayerNorm's output (B, T, C) fp32 (what the head reads), and the new cache."""
+        T = idx.shape[1]
         cfg = self.config
         if T > cfg.block_size:
             raise ValueError(
@@ -204,15 +209,16 @@ class GPT(nnx.Module):
             x, layer_cache = block(x, None if cache is None else cache[i], pos)
             if cache is not None:
                 new_cache.append(layer_cache)
-        x = t.ln_f(x)  # (B, T, C) fp32
+        return t.ln_f(x), new_cache  # (B, T, C) fp32
+
+    def _head(self, x: jax.Array) -> jax.Array:
+        """(..., C) -> logits (..., n_vocab_rows) in the compute dtype."""
         if self.config.tie_embeddings:
             # x @ wte.T, the head sharing the embedding matrix; its matmul in the compute dtype.
-            w = t.wte.embedding[...].astype(self.dtype)  # (V, C)
-            logits = jax.lax.dot_general(x.reshape(B * T, -1).astype(self.dtype), w, (((1,), (1,)), ((), ())))
-            logits = logits.reshape(B, T, -1)  # (B, T, n_vocab_rows)
-        else:
-            logits = self.lm_head(x)
-        return logits, new_cache
+            w = self.transformer.wte.embedding[...].astype(self.dtype)  # (V, C)
+            logits = jax.lax.dot_general(x.reshape(-1, x.shape[-1]).astype(self.dtype), w, (((1,), (1,)), ((), ())))
+            return logits.reshape(*x.shape[:-1], -1)
+        return self.lm_head(x)
 
     def _visible(self, logits: jax.Array) -> jax.Array:
         # Cut the padded rows: a padded id can never be predicted, scored or sampled.
@@ -224,6 +230,15 @@ class GPT(nnx.Module):
         # made for callers that use the logits (under jit, XLA drops it when only the loss is used).
         loss = None if targets is None else cross_entropy(logits, targets, self.config.vocab_size)
         return self._visible(logits), loss
+
+    def hidden(self, idx: jax.Array) -> jax.Array:
+        """The features the head reads (B, T, C) fp32: `head(hidden(idx))` is `model(idx)[0]`. Lets a scorer
+        run the vocabulary-wide head only at the positions it needs (HellaSwag: the endings)."""
+        return self._hidden(idx, None, 0)[0]
+
+    def head(self, x: jax.Array) -> jax.Array:
+        """Features (..., C) -> logits (..., vocab_size) fp32, as `model(idx)` returns them."""
+        return self._visible(self._head(x))
 
     def forward_cached(self, idx: jax.Array, cache: KVCache, pos: Any) -> tuple[jax.Array, KVCache]:
         """Logits for `idx` placed at positions pos..pos+T-1, reading and extending the KV cache."""

@@ -22,8 +22,10 @@ from jaxgpt.common.data.hellaswag import (
     completion_scores,
     iter_batches,
     load_examples,
+    pack_batches,
     pack_length,
     render_example,
+    spread_losses,
 )
 from jaxgpt.eval import hellaswag as jhs
 from jaxgpt.gpt import GPT as JaxGPT
@@ -180,13 +182,14 @@ def test_eight_simulated_devices_give_the_same_numbers_as_one(examples, compact,
     jm = compact_twins[0]
     mesh = make_mesh()
     seen = []  # the sharding of every batch the jitted scorer received
-    original = jhs._token_losses
+    original = jhs._ending_losses
 
-    def spy(graphdef, state, tokens):
+    def spy(graphdef, state, tokens, positions):
         seen.append(tokens.sharding)
-        return original(graphdef, state, tokens)
+        assert positions.sharding.spec == jax.sharding.PartitionSpec("data")  # each device's own positions
+        return original(graphdef, state, tokens, positions)
 
-    monkeypatch.setattr(jhs, "_token_losses", spy)
+    monkeypatch.setattr(jhs, "_ending_losses", spy)
     one = jax_on_one_device
     eight = jhs.evaluate_hellaswag(jm, examples, batch_size=8, mesh=mesh, enc=compact)
     assert len(seen) == 25 and all(len(s.device_set) == 8 and s.spec == jax.sharding.PartitionSpec("data")
@@ -200,3 +203,24 @@ def test_eight_simulated_devices_give_the_same_numbers_as_one(examples, compact,
     assert_close(jhs.token_losses(jm, rows, mesh), jhs.token_losses(jm, rows), atol=FWD_ATOL, name="sharded losses")
     with pytest.raises(ValueError, match="4 \\* batch_size is a multiple of 8"):
         jhs.evaluate_hellaswag(jm, examples[:3], batch_size=3, mesh=mesh, enc=compact)
+
+
+def test_the_head_at_the_endings_only_gives_every_position_s_losses(examples, compact, compact_twins):
+    """HellaSwagEval runs the vocabulary-wide head at the ending tokens only (issue 12, item 7): there, its
+    losses are the full forward's, in both frameworks, for rows split over several devices' groups."""
+    jm, tm = compact_twins
+    pad = jhs.pad_token(jm.config)
+    rendered = [render_example(ex, compact, 128, pad) for ex in examples[:16]]
+    length = pack_length(rendered, block_size=128)
+    packed = pack_batches(rendered, 8, length, pad_id=pad, groups=4)  # 32 rows: 4 groups of 8
+    graphdef, state = nnx.split(jm)
+    for batch, positions in zip(packed.batches, packed.positions):
+        rows = batch.tokens.reshape(-1, length)
+        scored = batch.mask.reshape(len(rows), length)[:, 1:] != 0  # position j scores token j+1
+        assert (positions >= 0).sum() == scored.sum() < scored.size / 2  # endings only: a fraction of the positions
+        full = jhs.token_losses(jm, rows)
+        for name, ends in (("jax", jhs._dispatch(graphdef, state, rows, None, positions)),
+                           ("torch", ths._ending_losses(tm, rows, positions, "cpu"))):
+            got = spread_losses(positions, np.asarray(ends), len(rows), length)
+            assert_close(got[scored], full[scored], atol=FWD_ATOL, name=f"{name}: ending losses")
+            assert not got[~scored].any(), f"{name}: a loss outside the endings"

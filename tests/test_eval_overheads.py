@@ -43,13 +43,20 @@ def test_in_training_hellaswag_is_packed_once_and_fetched_once_per_evaluation(mo
     second = rt.hellaswag(tasks)  # the next evaluation of the run
     assert packed >= 1 and len(packs) == packed, "HellaSwag was packed again at the second evaluation"
     assert fetches == [1, 1], f"{len(fetches)} host round trips for 2 evaluations"
-    # the same predictions as before: batches of 2 x devices examples, each fetched on its own
+    # the same predictions as the reference: every position through the head, one batch at a time
     monkeypatch.undo()
-    ref = scoring.evaluate_hellaswag(rt.trainer.model_view(), tasks, batch_size=2 * 8, mesh=rt.cluster.handle)
+    model = rt.trainer.model_view()
+    length = rendering.pack_length(tasks, block_size=128)
+    pred, pred_norm = [], []
+    for batch in rendering.iter_batches(tasks, 8, length):
+        s = rendering.completion_scores(scoring.token_losses(model, batch.tokens.reshape(-1, length)), batch.mask)
+        pred += s.pred[batch.index >= 0].tolist()
+        pred_norm += s.pred_norm[batch.index >= 0].tolist()
+    assert len(set(pred)) > 1  # a random model's choices vary: equal predictions are a real check
     for got in (first, second):
-        assert got["count"] == len(tasks) == ref["count"]
-        np.testing.assert_array_equal(got["result"].pred, ref["result"].pred)
-        np.testing.assert_array_equal(got["result"].pred_norm, ref["result"].pred_norm)
+        assert got["count"] == len(tasks) == len(pred)
+        np.testing.assert_array_equal(got["result"].pred, pred)
+        np.testing.assert_array_equal(got["result"].pred_norm, pred_norm)
 
 
 def test_samples_come_from_the_live_parameters(monkeypatch):
@@ -71,7 +78,44 @@ def test_samples_come_from_the_live_parameters(monkeypatch):
     assert sum(copied) == model_leaves, (sum(copied), model_leaves)
 
 
-@pytest.mark.parametrize("length,vocab,devices,n,expected", [(64, 50304, 1, None, 6), (64, 50304, 8, None, 48),
-                                                              (64, 50304, 8, 10, 16), (1024, 50304, 2, None, 2)])
-def test_batch_size_follows_the_memory_budget(length, vocab, devices, n, expected):
-    assert rendering.examples_per_batch(length, vocab, devices, 1 << 30, n) == expected
+@pytest.mark.parametrize("length,vocab,devices,n,scored,expected", [
+    (64, 50304, 1, None, None, 6), (64, 50304, 8, None, None, 48), (64, 50304, 8, 10, None, 16),
+    (1024, 50304, 2, None, None, 2),
+    # logits at the endings only: `scored` rows per example instead of 4 x length
+    (64, 50304, 1, None, 64, 27), (64, 50304, 8, None, 64, 216), (64, 50304, 8, 10, 64, 16)])
+def test_batch_size_follows_the_memory_budget(length, vocab, devices, n, scored, expected):
+    assert rendering.examples_per_batch(length, vocab, devices, 1 << 30, n, scored) == expected
+
+
+def test_each_device_scores_its_own_rows_without_collectives():
+    """The ending-only evaluation over 8 devices: rows and their ending positions are sharded alike, so the
+    compiled function gathers each device's endings locally: no collective in its HLO."""
+    from flax import nnx
+    from jax.experimental import multihost_utils
+    from jax.sharding import PartitionSpec as P
+
+    from jaxgpt.gpt import GPT
+
+    mesh = make_mesh(jax.devices()[:8])
+    graphdef, state = nnx.split(GPT(get_preset("tiny"), rngs=nnx.Rngs(0)))
+    rows, positions = np.ones((32, 16), np.int32), np.zeros((8, 40), np.int32)
+    args = multihost_utils.host_local_array_to_global_array([rows, positions], mesh, [P("data")] * 2)
+    hlo = scoring._ending_losses.lower(graphdef, scoring._on_mesh(state, mesh), *args).compile().as_text()
+    for op in ("all-gather", "all-reduce", "collective-permute", "all-to-all", "reduce-scatter"):
+        assert op not in hlo, f"the evaluation moves rows between devices ({op})"
+
+
+def test_the_evaluation_benchmark_prints_times_predictions_and_a_row(capsys):
+    import json
+
+    from scripts.bench_hellaswag import main
+
+    sample = data_file("hellaswag_val_sample.jsonl")
+    tiktoken_encoding("gpt2")
+    assert main([f"--hellaswag_file={sample}", "--hellaswag_limit=8", "--repeats=2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    result = json.loads(out[-1])
+    assert result["tasks"] == 8 and len(result["seconds"]) == 2 and len(result["predictions_md5"]) == 32
+    assert out[1].startswith("| ") and "8 tasks" in out[1]
+    assert main(["--hellaswag_file=/no/such.jsonl"]) == 2 and "--hellaswag_file" in capsys.readouterr().err
+    assert main([f"--hellaswag_file={sample}", "--repeats=1"]) == 2

@@ -153,6 +153,33 @@ def test_batched_distributed_scoring_matches_per_example_scoring(sample, enc):
         hs.pack(rendered, [0], 1, 4)
 
 
+@pytest.mark.parametrize("groups", [1, 4, 8])
+def test_scoring_at_the_ending_positions_only_gives_the_same_predictions(sample, enc, groups):
+    """A scorer that runs the head only at `Packed.positions` (each group of rows: one device's slice) and spreads
+    those losses back gets build-nanogpt's predictions; the positions are the endings' and nothing else."""
+    rendered = [hs.render_example(ex, enc, block_size=128) for ex in sample]
+    length = hs.pack_length(rendered, block_size=128)
+    packed = hs.pack_batches(rendered, 16, length, groups=groups)
+    K = packed.positions[0].shape[1]
+    assert K % 8 == 0 and all(p.shape == (groups, K) for p in packed.positions)  # one shape: one compile
+    parts = []
+    for b, positions in zip(packed.batches, packed.positions):
+        rows = b.tokens.reshape(-1, length)
+        full = fake_losses(rows).reshape(groups, -1)  # (groups, rows per group * (L-1))
+        ends = np.where(positions >= 0, np.take_along_axis(full, np.maximum(positions, 0), axis=1), np.nan)
+        spread = hs.spread_losses(positions, ends, len(rows), length)
+        scored = b.mask.reshape(len(rows), length)[:, 1:] != 0
+        assert (spread != 0).sum() <= scored.sum() == (positions >= 0).sum()
+        np.testing.assert_array_equal(spread[scored], full.reshape(len(rows), -1)[scored])
+        parts.append(hs.score_batch(b, spread))
+    result = hs.combine_results(parts)
+    direct = [nanogpt_predict(r) for r in rendered]
+    assert result.pred.tolist() == [d[0] for d in direct] and result.pred_norm.tolist() == [d[1] for d in direct]
+    assert hs.max_scored(rendered) == max(int(r.mask.sum()) for r in rendered)
+    with pytest.raises(ValueError, match="do not divide into 3 groups"):
+        hs.ending_positions(packed.batches[0], 3)
+
+
 def test_download_uses_the_cache_and_reports_failures(tmp_path, monkeypatch):
     src = data_file("hellaswag_val_sample.jsonl")
     path = hs.download_hellaswag(tmp_path / "cache", url=src.as_uri())

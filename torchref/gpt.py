@@ -118,7 +118,12 @@ class GPT(nn.Module):
     # ---- forward -------------------------------------------------------------------------------
     def _trunk(self, idx: torch.Tensor, cache: KVCache | None, pos: int) -> tuple[torch.Tensor, KVCache | None]:
         """Logits over all n_vocab_rows (padded rows included) in the compute dtype, and the new cache."""
-        B, T = idx.size()
+        x, new_cache = self._hidden(idx, cache, pos)
+        return self._head(x), new_cache
+
+    def _hidden(self, idx: torch.Tensor, cache: KVCache | None, pos: int) -> tuple[torch.Tensor, KVCache | None]:
+        """The final LayerNorm's output (B, T, C) (what the head reads), and the new cache."""
+        T = idx.size(1)
         cfg = self.config
         if T > cfg.block_size:
             raise ValueError(
@@ -134,9 +139,11 @@ class GPT(nn.Module):
             x, layer_cache = block(x, None if cache is None else cache[i], pos)
             if cache is not None:
                 new_cache.append(layer_cache)
-        x = t.ln_f(x)
-        logits = F.linear(x, t.wte.weight) if cfg.tie_embeddings else self.lm_head(x)  # (B, T, n_vocab_rows)
-        return logits, new_cache
+        return t.ln_f(x), new_cache
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> logits (..., n_vocab_rows) in the compute dtype."""
+        return F.linear(x, self.transformer.wte.weight) if self.config.tie_embeddings else self.lm_head(x)
 
     def _visible(self, logits: torch.Tensor) -> torch.Tensor:
         # A view without the padded rows (padded ids are never predicted or sampled); fp32.
@@ -151,6 +158,14 @@ class GPT(nn.Module):
         logits = logits.float()
         loss = cross_entropy(logits, targets, self.config.vocab_size)
         return self._visible(logits), loss
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """The features the head reads (B, T, C): `head(hidden(idx))` is `model(idx)[0]` (the JAX twin's)."""
+        return self._hidden(idx, None, 0)[0]
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Features (..., C) -> logits (..., vocab_size) fp32, as `model(idx)` returns them."""
+        return self._visible(self._head(x))
 
     def forward_cached(self, idx: torch.Tensor, cache: KVCache, pos: int) -> tuple[torch.Tensor, KVCache]:
         logits, cache = self._trunk(idx, cache, pos)

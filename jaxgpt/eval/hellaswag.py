@@ -5,12 +5,15 @@ acc 0.2859 / acc_norm 0.2955 on the official val set), nanodo (1-D data mesh, ba
 `P("data")`, an error when the batch does not divide the devices). Mirrored by
 `torchref/eval/hellaswag.py`.
 
-What runs here is one jitted function, `token_losses`: packed token rows (R, L) -> per-token
-cross-entropy (R, L-1). Every batch of an evaluation has the same shape (`pack_length` pads all
-examples to one length, `iter_batches` pads the last batch), so it compiles once per evaluation
-shape. A training loop that evaluates every N steps holds one `HellaSwagEval`: the tasks are
-rendered and packed once per run, each batch is as large as the memory budget allows, and an
-evaluation dispatches every batch before fetching all their losses at once.
+Two jitted functions: `token_losses`, packed token rows (R, L) -> per-token cross-entropy (R, L-1)
+(the reference: every position through the head), and `_ending_losses`, which `HellaSwagEval` runs:
+the trunk over every position, then the vocabulary-wide head and the cross-entropy only at the
+ending tokens (`ending_positions`: about a quarter of the positions; the head dominates a small
+model's evaluation). Every batch of an evaluation has the same shapes (`pack_length` pads all
+examples to one length, `iter_batches` pads the last batch, `pack_batches` one ending width), so it
+compiles once per evaluation shape. A training loop that evaluates every N steps holds one
+`HellaSwagEval`: the tasks are rendered and packed once per run, each batch is as large as the
+memory budget allows, and an evaluation dispatches every batch before fetching all their losses at once.
 
 Distribution, two levels:
 - devices: with a `mesh`, a batch's rows are sharded over its (first) axis and the parameters are
@@ -44,14 +47,30 @@ from jaxgpt.common.data.hellaswag import (
     check_eval_args,
     combine_results,
     examples_per_batch,
+    max_scored,
     pack_batches,
     pack_length,
     pad_token,
     prepare_rendered,
     progress_bar,
     score_batch,
+    spread_losses,
 )
 from jaxgpt.gpt import GPT, _set_eval
+
+
+@partial(jax.jit, static_argnums=0)
+def _ending_losses(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array, positions: jax.Array) -> jax.Array:
+    """Rows (R, L) and ending positions (G, K) -> the losses there (G, K): `token_losses` of row slice g,
+    flattened, at positions[g] (G: the mesh's devices, each holding one slice of rows and its positions)."""
+    model = nnx.merge(graphdef, state)
+    G = positions.shape[0]
+    x = model.hidden(tokens[:, :-1])  # (R, L-1, C) fp32
+    x = x.reshape(G, -1, x.shape[-1])  # (G, R/G*(L-1), C): each device's rows stay on it
+    targets = tokens[:, 1:].reshape(G, -1)
+    x = jnp.take_along_axis(x, positions[..., None], axis=1)  # (G, K, C)
+    logits = model.head(x)  # (G, K, V) fp32: the head at the endings only
+    return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.take_along_axis(targets, positions, axis=1))
 
 
 @partial(jax.jit, static_argnums=0)
@@ -141,12 +160,12 @@ class HellaSwagEval:
         pid, nproc = jax.process_index(), jax.process_count()
         if batch_size is None:
             batch_size = examples_per_batch(length, config.padded_vocab_size or config.vocab_size, n_local,
-                                            _device_budget(), -(-len(rendered) // nproc))
+                                            _device_budget(), -(-len(rendered) // nproc), max_scored(rendered))
         if (N_ENDINGS * batch_size) % n_local:
             raise ValueError(f"a batch of {batch_size} examples is {N_ENDINGS * batch_size} rows, which does not "
                              f"divide over this process's {n_local} mesh devices; pick batch_size so that "
                              f"4 * batch_size is a multiple of {n_local}")
-        self.packed = pack_batches(rendered, batch_size, length, pid, nproc, pad_id)
+        self.packed = pack_batches(rendered, batch_size, length, pid, nproc, pad_id, groups=n_local)
 
     def __call__(self, model: GPT, progress: bool = False) -> dict:
         t0 = time.perf_counter()
@@ -157,14 +176,16 @@ class HellaSwagEval:
             if self.mesh is not None:
                 state = _on_mesh(state, self.mesh)
             # all batches dispatched first (the device works through them while the host packs the next)...
-            pending = [_dispatch(graphdef, state, b.tokens.reshape(-1, length), self.mesh)
-                       for b in progress_bar(self.packed.batches, progress)]
+            pending = [_dispatch(graphdef, state, b.tokens.reshape(-1, length), self.mesh, positions)
+                       for b, positions in progress_bar(list(zip(self.packed.batches, self.packed.positions)),
+                                                        progress)]
         finally:
             if was_training:
                 model.train()
         losses = _fetch_all(pending, self.mesh)  # ...then one transfer for all of them
-        nproc = jax.process_count()
-        result = _gather([score_batch(b, x) for b, x in zip(self.packed.batches, losses)], nproc)
+        rows = N_ENDINGS * self.packed.batch_size
+        result = _gather([score_batch(b, spread_losses(p, x, rows, length))
+                          for b, p, x in zip(self.packed.batches, self.packed.positions, losses)], jax.process_count())
         return {"acc": result.acc, "acc_norm": result.acc_norm, "count": result.n, "correct": result.correct,
                 "correct_norm": result.correct_norm, "result": result, "seconds": time.perf_counter() - t0}
 
@@ -176,16 +197,20 @@ def _device_budget() -> int:
     return stats["bytes_limit"] // 4 if "bytes_limit" in stats else EVAL_BYTES_PER_DEVICE // jax.local_device_count()
 
 
-def _dispatch(graphdef: nnx.GraphDef, state: nnx.State, tokens: np.ndarray, mesh: Mesh | None) -> jax.Array:
-    """Launch one batch's forward; its per-token losses (R, L-1) stay on the devices."""
+def _dispatch(graphdef: nnx.GraphDef, state: nnx.State, tokens: np.ndarray, mesh: Mesh | None,
+              positions: np.ndarray | None = None) -> jax.Array:
+    """Launch one batch's forward; its losses stay on the devices: per token (R, L-1), or with this process's
+    ending `positions` (G, K) (-1: none) only there (G, K)."""
+    args = [tokens] if positions is None else [tokens, np.maximum(positions, 0)]  # -1 reads position 0, unused
     if mesh is None:
-        return _token_losses(graphdef, state, jnp.asarray(tokens))
-    x = multihost_utils.host_local_array_to_global_array(tokens, mesh, P(mesh.axis_names[0]))
-    return _token_losses(graphdef, state, x)
+        args = [jnp.asarray(a) for a in args]
+    else:
+        args = multihost_utils.host_local_array_to_global_array(args, mesh, [P(mesh.axis_names[0])] * len(args))
+    return (_token_losses if positions is None else _ending_losses)(graphdef, state, *args)
 
 
 def _fetch_all(pending: list[jax.Array], mesh: Mesh | None) -> list[np.ndarray]:
-    """Every batch's losses (this process's rows) in one device-to-host transfer."""
+    """Every batch's losses (this process's rows or groups) in one device-to-host transfer."""
     if mesh is not None:
         pending = multihost_utils.global_array_to_host_local_array(pending, mesh, [P(mesh.axis_names[0])] * len(pending))
     return [np.asarray(x) for x in jax.device_get(pending)]

@@ -2,7 +2,8 @@
 
 References: karpathy/build-nanogpt `hellaswag.py` (completion-style scoring). Rendering, packing,
 scoring and combining are the framework-free `jaxgpt/common/data/hellaswag.py`; only the forward pass
-(`token_losses`: rows (R, L) -> per-token cross-entropy (R, L-1)) is torch.
+is torch: `token_losses` (rows (R, L) -> per-token cross-entropy (R, L-1), every position through the
+head) and `_ending_losses`, which `HellaSwagEval` runs (the head only at the ending tokens).
 
 Distribution: when torch.distributed is initialised (DDP), rank r scores examples r, r+W, ...
 (`iter_batches`); the per-example predictions are all-gathered and merged by example index, and
@@ -22,16 +23,19 @@ import torch.nn.functional as F
 
 from jaxgpt.common.data.hellaswag import (
     EVAL_BYTES_PER_DEVICE,
+    N_ENDINGS,
     Result,
     check_eval_args,
     combine_results,
     examples_per_batch,
+    max_scored,
     pack_batches,
     pack_length,
     pad_token,
     prepare_rendered,
     progress_bar,
     score_batch,
+    spread_losses,
 )
 from torchref.gpt import GPT
 
@@ -53,6 +57,21 @@ def _dispatch(model: GPT, tokens: np.ndarray, device: torch.device | str | None)
     # cross_entropy over the strided class dim of logits.transpose(1, 2)).
     losses = F.cross_entropy(logits.reshape(R * T, V), x[:, 1:].reshape(R * T), reduction="none")
     return losses.view(R, T)
+
+
+@torch.no_grad()
+def _ending_losses(model: GPT, tokens: np.ndarray, positions: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """Rows (R, L) and ending positions (1, K) (-1: none) -> the losses there (1, K), left on the device: the
+    trunk over every position, the vocabulary-wide head only at the endings (the JAX twin's function)."""
+    x = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=device)
+    at = torch.as_tensor(np.maximum(positions, 0).astype(np.int64), device=device)  # -1 reads position 0, unused
+    G, K = at.shape
+    h = model.hidden(x[:, :-1])  # (R, L-1, C)
+    h = h.reshape(G, -1, h.shape[-1])  # (G, R/G*(L-1), C)
+    h = torch.gather(h, 1, at[..., None].expand(G, K, h.shape[-1]))  # (G, K, C)
+    logits = model.head(h)  # (G, K, V) fp32
+    targets = torch.gather(x[:, 1:].reshape(G, -1), 1, at)
+    return F.cross_entropy(logits.reshape(G * K, -1), targets.reshape(G * K), reduction="none").view(G, K)
 
 
 def evaluate_hellaswag(model: GPT, examples_or_path: Any, *, batch_size: int | None = None, device: Any = None,
@@ -82,7 +101,7 @@ class HellaSwagEval:
         rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         if batch_size is None:
             batch_size = examples_per_batch(length, config.padded_vocab_size or config.vocab_size, 1,
-                                            _device_budget(device), -(-len(rendered) // world))
+                                            _device_budget(device), -(-len(rendered) // world), max_scored(rendered))
         self.packed = pack_batches(rendered, batch_size, length, rank, world, pad_id)
 
     def __call__(self, model: GPT, progress: bool = False) -> dict:
@@ -92,12 +111,16 @@ class HellaSwagEval:
         was_training = model.training
         model.eval()
         try:
-            pending = [_dispatch(model, b.tokens.reshape(-1, self.packed.length), device)
-                       for b in progress_bar(self.packed.batches, progress)]
+            length = self.packed.length
+            pending = [_ending_losses(model, b.tokens.reshape(-1, length), positions, device)
+                       for b, positions in progress_bar(list(zip(self.packed.batches, self.packed.positions)),
+                                                        progress)]
         finally:
             model.train(was_training)
         losses = torch.stack(pending).float().cpu().numpy()  # one transfer for every batch
-        result = combine_results([score_batch(b, x) for b, x in zip(self.packed.batches, losses)])
+        rows = N_ENDINGS * self.packed.batch_size
+        result = combine_results([score_batch(b, spread_losses(p, x, rows, length))
+                                  for b, p, x in zip(self.packed.batches, self.packed.positions, losses)])
         if dist.is_available() and dist.is_initialized():
             result = _gather(result, dist.get_world_size(), device)
         return {"acc": result.acc, "acc_norm": result.acc_norm, "count": result.n, "correct": result.correct,

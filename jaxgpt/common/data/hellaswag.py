@@ -206,37 +206,87 @@ EVAL_BYTES_PER_DEVICE = 1 << 30
 
 
 def examples_per_batch(length: int, vocab: int, devices: int, budget: int = EVAL_BYTES_PER_DEVICE,
-                       n_examples: int | None = None) -> int:
+                       n_examples: int | None = None, scored: int | None = None) -> int:
     """Examples per batch per process: as many as `budget` bytes of logits per device allow, over `devices`.
 
-    Each example is 4 rows of `length` tokens; its logits and their cross-entropy temporaries take about
-    3 x 4 x length x vocab x 4 bytes. A multiple of `devices` (its rows then divide over them), at least
-    `devices`, and no more than the `n_examples` to score (padding examples cost time and nothing else).
+    Each example is 4 rows of `length` tokens whose `scored` positions (default all 4 x length; a scorer that
+    runs the head at the endings only passes `max_scored`) need logits; those and their cross-entropy
+    temporaries take about 3 x scored x vocab x 4 bytes. A multiple of `devices` (its rows then divide over
+    them), at least `devices`, and no more than the `n_examples` to score (padding examples cost time only).
 
     >>> examples_per_batch(64, 50304, 1, budget=1 << 30)
     6
     """
-    per_device = max(1, budget // (3 * N_ENDINGS * length * vocab * 4))
+    scored = N_ENDINGS * length if scored is None else max(1, scored)
+    per_device = max(1, budget // (3 * scored * vocab * 4))
     n = per_device * devices
     if n_examples is not None:
         n = min(n, -(-n_examples // devices) * devices)
     return max(devices, n - n % devices)
 
 
+def max_scored(rendered: Sequence[Rendered]) -> int:
+    """The most ending tokens any one example has (its 4 rows together): the logit rows it needs."""
+    return max(int(np.count_nonzero(r.mask)) for r in rendered)
+
+
 @dataclass(frozen=True)
 class Packed:
-    """An evaluation's batches for this process, packed once: a training run scores them every N steps."""
+    """An evaluation's batches for this process, packed once: a training run scores them every N steps.
+
+    `positions[i]` (groups, K) int32 lists where batch i's ending tokens sit, so a scorer runs the vocabulary-wide
+    head only there (`ending_positions`); K is one width for every batch (one compilation).
+    """
 
     batches: list[Batch]
     length: int  # the one pad length of every batch (one compilation)
     batch_size: int  # examples per batch
+    positions: list[np.ndarray]  # per batch (groups, K) int32, -1 after each group's last ending token
 
 
 def pack_batches(rendered: Sequence[Rendered], batch_size: int, length: int, process_index: int = 0,
-                 num_processes: int = 1, pad_id: int = 50256) -> Packed:
-    """iter_batches' batches, kept: what a scorer that evaluates more than once holds on to."""
-    return Packed(list(iter_batches(rendered, batch_size, length, process_index, num_processes, pad_id)), length,
-                  batch_size)
+                 num_processes: int = 1, pad_id: int = 50256, groups: int = 1) -> Packed:
+    """iter_batches' batches, kept: what a scorer that evaluates more than once holds on to, with their
+    ending positions for `groups` equal slices of rows (a scorer's local devices)."""
+    batches = list(iter_batches(rendered, batch_size, length, process_index, num_processes, pad_id))
+    found = [ending_positions(b, groups) for b in batches]
+    width = max((len(p) for group in found for p in group), default=1)
+    width = -(-max(width, 1) // 8) * 8  # a multiple of 8: a round shape for the gather and the head's matmul
+    padded = []
+    for group in found:
+        table = np.full((groups, width), -1, dtype=np.int32)
+        for g, p in enumerate(group):
+            table[g, :len(p)] = p
+        padded.append(table)
+    return Packed(batches, length, batch_size, padded)
+
+
+def ending_positions(batch: Batch, groups: int = 1) -> list[np.ndarray]:
+    """Where the ending tokens are scored, per group of rows: the only positions the head must run at.
+
+    The batch's N*4 rows are cut into `groups` equal slices (a scorer's devices, each holding one slice); a
+    slice's per-token losses (rows, length-1), flattened, are indexed by `r * (length-1) + j`, and position j
+    scores token j+1 (the mask read shifted by one, as in `completion_scores`). Contexts and padding are
+    about three quarters of a HellaSwag row: scoring only the endings cuts the (positions x vocabulary)
+    logits, which dominate an evaluation's time and memory, about 4x.
+    """
+    N, n_end, L = batch.mask.shape
+    if (N * n_end) % groups:
+        raise ValueError(f"{N * n_end} rows do not divide into {groups} groups")
+    scored = batch.mask.reshape(groups, -1, L)[..., 1:] != 0  # (groups, rows per group, L-1)
+    return [np.flatnonzero(g).astype(np.int32) for g in scored]
+
+
+def spread_losses(positions: np.ndarray, losses: np.ndarray, rows: int, length: int) -> np.ndarray:
+    """A scorer's ending losses (groups, K) taken at `positions` (groups, K; -1 = none) -> per-token losses
+    (rows, length-1) as `completion_scores` reads them, zero where nothing was scored (masked there)."""
+    positions, losses = np.asarray(positions), np.asarray(losses, dtype=np.float64)
+    groups = positions.shape[0]
+    full = np.zeros((groups, rows // groups * (length - 1)), dtype=np.float64)
+    for g in range(groups):
+        keep = positions[g] >= 0
+        full[g, positions[g][keep]] = losses[g][keep]
+    return full.reshape(rows, length - 1)
 
 
 @dataclass(frozen=True)
