@@ -27,6 +27,12 @@ _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# XLA's CPU code generation at LLVM's lowest optimisation: the suite's models are tiny, so compiling is most of
+# its CPU time and running little (15% less CPU for tests/test_train_gpt2.py). The HLO passes (fusion, buffer
+# assignment, the collectives' placement the tests read) are XLA's own and unchanged, and without fast-math the
+# arithmetic is IEEE either way. JAXGPT_TEST_XLA_OPT=1 compiles as training does.
+if os.environ.get("JAXGPT_TEST_XLA_OPT") != "1" and "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 # Under pytest-xdist (pyproject's -n auto), N workers share the machine's cores: torch's intra-op pool is sized
 # to each worker's share instead of every core, so the workers do not preempt each other's threads (tiny
 # models slow down most when one of their threads is preempted: see one_torch_thread). Read by torch at import.
@@ -34,6 +40,25 @@ if _workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _workers)))
 
 ROOT = Path(__file__).resolve().parent
+
+# One persistent XLA compilation cache for the whole test session, shared by the pytest-xdist workers and the
+# scripts/train.py runs the tests start (script_compile_cache): the suite builds the same small models and steps
+# again and again (a reference run, then the interrupted, resumed, copied and cross-framework runs compared
+# with it), and from the second time each program is loaded instead of compiled. It cannot mask a difference:
+# the cache is keyed by the program and its compile options, so a program that differs compiles its own, and a
+# loaded executable computes what the compiled one did. Made by the first process (the xdist controller), which
+# passes it to the workers through the environment and deletes it at exit: nothing carries over between
+# sessions. JAXGPT_TEST_COMPILE_CACHE=0 turns it off (the tests of the cache itself use their own folders).
+_CACHE_ENV = "JAXGPT_TEST_COMPILE_CACHE_DIR"
+if os.environ.get("JAXGPT_TEST_COMPILE_CACHE", "1") != "0" and _CACHE_ENV not in os.environ:
+    os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="jaxgpt-test-xla-cache-")
+    atexit.register(shutil.rmtree, os.environ[_CACHE_ENV], ignore_errors=True)
+if os.environ.get(_CACHE_ENV):
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # as scripts/train.py --compile_cache
+
 DATA_DIR = Path(os.environ.get("JAXGPT_TEST_DATA", ROOT.parent / "shared" / "data"))
 TIKTOKEN_CACHE = DATA_DIR / "tiktoken_cache"
 if TIKTOKEN_CACHE.is_dir():
@@ -104,24 +129,14 @@ def tiktoken_encoding(name: str):
     return tiktoken.get_encoding(name)
 
 
-_compile_cache: list[str] = []
-
-
 def script_compile_cache() -> str:
-    """`--compile_cache=DIR` for the JAX runs of scripts/train.py that a test module repeats (JAX only).
+    """`--compile_cache=DIR` for the JAX runs of scripts/train.py that a test starts: the session's cache (above).
 
     A module's runs compile the same steps again and again (a reference run, then the interrupted, resumed and
-    copied runs compared with it): from the second on, each loads them from JAX's persistent cache, saving two
-    thirds of a tiny run's CPU time (docs/TESTING.md, "CI time"). It cannot mask a difference between two runs:
-    the cache is keyed by the program and its compile options, so a run whose program differs compiles its own,
-    and a loaded executable computes what the compiled one did. One fresh folder per pytest process, deleted at
-    its exit: nothing carries over between sessions. Never for in-process runs (the cache would stay on for the
-    process) nor for the tests of the cache itself (test_compile_cache.py).
+    copied runs compared with it): from the second on, each loads them, saving two thirds of a tiny run's CPU
+    time (docs/TESTING.md, "CI time"). Not for the tests of the cache itself (test_compile_cache.py).
     """
-    if not _compile_cache:
-        _compile_cache.append(tempfile.mkdtemp(prefix="jaxgpt-test-xla-cache-"))
-        atexit.register(shutil.rmtree, _compile_cache[0], ignore_errors=True)
-    return f"--compile_cache={_compile_cache[0]}"
+    return f"--compile_cache={os.environ.get(_CACHE_ENV, '')}"
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +165,10 @@ def tiny_shards(tmp_path_factory) -> Path:
     for i, split in enumerate(("val", "train")):
         np.save(d / f"tiny_{split}_{i:06d}.npy", (np.arange(3000) % 40 + rng.integers(0, 2, 3000)).astype(np.uint16))
     return d
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker more than the cores (pyproject caps it at 4). A third of the suite's time is spent in
+    subprocesses (training scripts, multi-process runs) that the worker waits on, and in their start-up; on CI's
+    2 cores, 2 workers kept 1.7 cores busy."""
+    return len(os.sched_getaffinity(0)) + 1
