@@ -178,6 +178,12 @@ def test_scoring_at_the_ending_positions_only_gives_the_same_predictions(sample,
     assert hs.max_scored(rendered) == max(int(r.mask.sum()) for r in rendered)
     with pytest.raises(ValueError, match="do not divide into 3 groups"):
         hs.ending_positions(packed.batches[0], 3)
+    # Several processes: one K for all of them (their positions form one global array), the widest group's
+    widths = {hs.pack_batches(rendered, 4, length, p, 3, groups=groups).positions[0].shape[1] for p in range(3)}
+    assert len(widths) == 1
+    most = max(len(g) for p in range(3) for b in hs.iter_batches(rendered, 4, length, p, 3)
+                for g in hs.ending_positions(b, groups))
+    assert widths == {-(-most // 8) * 8}
 
 
 def test_download_uses_the_cache_and_reports_failures(tmp_path, monkeypatch):

@@ -250,8 +250,7 @@ def pack_batches(rendered: Sequence[Rendered], batch_size: int, length: int, pro
     ending positions for `groups` equal slices of rows (a scorer's local devices)."""
     batches = list(iter_batches(rendered, batch_size, length, process_index, num_processes, pad_id))
     found = [ending_positions(b, groups) for b in batches]
-    width = max((len(p) for group in found for p in group), default=1)
-    width = -(-max(width, 1) // 8) * 8  # a multiple of 8: a round shape for the gather and the head's matmul
+    width = ending_width(rendered, batch_size, groups, num_processes)
     padded = []
     for group in found:
         table = np.full((groups, width), -1, dtype=np.int32)
@@ -259,6 +258,21 @@ def pack_batches(rendered: Sequence[Rendered], batch_size: int, length: int, pro
             table[g, :len(p)] = p
         padded.append(table)
     return Packed(batches, length, batch_size, padded)
+
+
+def ending_width(rendered: Sequence[Rendered], batch_size: int, groups: int = 1, num_processes: int = 1) -> int:
+    """K of `Packed.positions`: the most ending tokens any group of rows holds, over every batch of every process
+    (`iter_batches`' split), rounded up to a multiple of 8. The same on every process, as the jitted scorer's
+    global (processes x groups, K) array of positions needs."""
+    rows = np.array([r.mask.sum(1) for r in rendered], dtype=np.int64)  # (n, 4) ending tokens per row
+    per_batch = N_ENDINGS * batch_size
+    n_rows = -(-len(rendered) // (batch_size * num_processes)) * per_batch  # every process: the same batches
+    width = 1
+    for p in range(num_processes):
+        mine = rows[p::num_processes].reshape(-1)
+        mine = np.pad(mine, (0, n_rows - len(mine)))  # padding examples: no ending tokens
+        width = max(width, int(mine.reshape(-1, per_batch // groups).sum(1).max()))
+    return -(-width // 8) * 8  # a round shape for the gather and the head's matmul
 
 
 def ending_positions(batch: Batch, groups: int = 1) -> list[np.ndarray]:
