@@ -2,6 +2,8 @@
 
 Runs before jax is imported anywhere, so the environment set here takes effect:
 - 8 simulated CPU devices, so sharding / data-parallel tests run on any machine;
+- for CI time (docs/TESTING.md, "CI time"): one XLA compilation cache per session, XLA's CPU code generation at
+  LLVM's lowest optimisation, one pytest-xdist worker more than the cores;
 - the real data files from ../shared/data (or $JAXGPT_TEST_DATA), skipped when absent;
 - tiktoken's offline cache from that folder, so `gpt2` / `cl100k_base` load with no network;
 - what a missing test dependency does: a skip on a developer's machine, a failure in CI.

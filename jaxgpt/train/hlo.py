@@ -13,6 +13,9 @@ from __future__ import annotations
 import re
 
 REDUCTIONS = ("all-reduce", "all-reduce-start", "reduce-scatter")  # what sums gradients across devices
+# every op that moves data between devices (the asynchronous forms included)
+COLLECTIVES = (*REDUCTIONS, "all-gather", "all-gather-start", "all-to-all", "collective-permute",
+               "collective-permute-start")
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")  # "%name (params) -> type {" opens one
 _CALLED = re.compile(r"(?:to_apply|calls|body|condition|branch_computations)=\{?([%\w.\-, ]+)\}?")
 _WHILE_BODY = re.compile(r"\bwhile\(.*\bbody=%?([\w.\-]+)")

@@ -110,8 +110,8 @@ class HellaSwagEval:
         t0 = time.perf_counter()
         was_training = model.training
         model.eval()
+        length = self.packed.length
         try:
-            length = self.packed.length
             pending = [_ending_losses(model, b.tokens.reshape(-1, length), positions, device)
                        for b, positions in progress_bar(list(zip(self.packed.batches, self.packed.positions)),
                                                         progress)]

@@ -249,15 +249,12 @@ def pack_batches(rendered: Sequence[Rendered], batch_size: int, length: int, pro
     """iter_batches' batches, kept: what a scorer that evaluates more than once holds on to, with their
     ending positions for `groups` equal slices of rows (a scorer's local devices)."""
     batches = list(iter_batches(rendered, batch_size, length, process_index, num_processes, pad_id))
-    found = [ending_positions(b, groups) for b in batches]
     width = ending_width(rendered, batch_size, groups, num_processes)
-    padded = []
-    for group in found:
-        table = np.full((groups, width), -1, dtype=np.int32)
-        for g, p in enumerate(group):
-            table[g, :len(p)] = p
-        padded.append(table)
-    return Packed(batches, length, batch_size, padded)
+    positions = [np.full((groups, width), -1, dtype=np.int32) for _ in batches]
+    for table, batch in zip(positions, batches):
+        for g, found in enumerate(ending_positions(batch, groups)):
+            table[g, :len(found)] = found
+    return Packed(batches, length, batch_size, positions)
 
 
 def ending_width(rendered: Sequence[Rendered], batch_size: int, groups: int = 1, num_processes: int = 1) -> int:
