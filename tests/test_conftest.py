@@ -70,3 +70,16 @@ def test_an_error_of_tiktoken_itself_is_not_a_skip(tmp_path, monkeypatch):
     assert outcome(conftest.tiktoken_encoding, "r50k_base")[0] == "ConnectionError"
     kind, msg = outcome(conftest.tiktoken_encoding, "o200k_base")
     assert kind == "ValueError" and "no offline rank files known" in msg, (kind, msg)
+
+
+@pytest.mark.xdist_group("test_conftest-grouping")
+def test_xdist_groups_are_kept_on_one_worker(request):
+    """pyproject's `--dist loadgroup` sends a group's tests to one worker, so the expensive module-scoped runs they
+    share are made once. pytest-xdist marks them by appending "@group" to their ids; pytest 9.2 reads ids from
+    elsewhere, so with pytest-xdist 3.8 the groups were silently split over the workers and every worker rebuilt
+    the shared runs (the poetry runs three times). pyproject's dev extra pins pytest below 9.2 for this."""
+    if not getattr(request.config.option, "loadgroup", False):  # not under xdist's --dist loadgroup
+        pytest.skip("runs under pytest-xdist with --dist loadgroup (pyproject's addopts)")
+    assert request.node.nodeid.endswith("@test_conftest-grouping"), (
+        f"pytest {pytest.__version__} with this pytest-xdist does not keep xdist_group tests together; "
+        'install the versions pyproject.toml\'s dev extra names: pip install -e ".[dev]"')

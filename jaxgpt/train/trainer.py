@@ -331,8 +331,8 @@ class Trainer:
         import orbax.checkpoint as ocp
 
         tree = _nest(self._named_arrays())
-        ckptr = ocp.StandardCheckpointer()
-        ckptr.save(Path(directory).absolute() / "state", tree)
+        ckptr = _checkpointer(ocp)
+        ckptr.save(Path(directory).absolute() / "state", args=ocp.args.PyTreeSave(tree))
         handle = _OrbaxWrite(ckptr)
         if asynchronous:
             return handle
@@ -356,6 +356,23 @@ class Trainer:
         if missing:
             raise ValueError(f"checkpoint {directory} lacks {missing[:8]}; it was written for another model")
         self._fill(lambda name, shape, dtype, sharding: got[name], int(got["step"]))
+
+
+def _checkpointer(ocp: Any) -> Any:
+    """An orbax checkpointer writing the same files as `ocp.StandardCheckpointer()` (read back by it).
+
+    One change: with one process, each array is written from its first replica. orbax's default on CPU
+    (replica-parallel) splits every replicated array into a slice per device, a `jit(slice)` per array
+    shape compiled before the first save (4 s of the first save's 4.4 s, tiny model on 8 CPU devices),
+    which pays only when several hosts each write a part. With several processes orbax chooses as usual.
+    """
+    import orbax.checkpoint.type_handlers as th
+
+    registry = th.create_type_handler_registry(
+        (int, th.ScalarHandler()), (float, th.ScalarHandler()), (np.number, th.ScalarHandler()),
+        (np.ndarray, th.NumpyHandler()),
+        (jax.Array, th.ArrayHandler(use_replica_parallel=None if jax.process_count() > 1 else False)))
+    return ocp.AsyncCheckpointer(ocp.PyTreeCheckpointHandler(use_ocdbt=True, type_handler_registry=registry))
 
 
 @jax.jit
