@@ -33,8 +33,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # its CPU time and running little (15% less CPU for tests/test_train_gpt2.py). The HLO passes (fusion, buffer
 # assignment, the collectives' placement the tests read) are XLA's own and unchanged, and without fast-math the
 # arithmetic is IEEE either way. JAXGPT_TEST_XLA_OPT=1 compiles as training does.
-if os.environ.get("JAXGPT_TEST_XLA_OPT") != "1" and "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
-    os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+_CODEGEN = ("" if os.environ.get("JAXGPT_TEST_XLA_OPT") == "1" else
+            " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += _CODEGEN
 # Under pytest-xdist (pyproject's -n auto), N workers share the machine's cores: torch's intra-op pool is sized
 # to each worker's share instead of every core, so the workers do not preempt each other's threads (tiny
 # models slow down most when one of their threads is preempted: see one_torch_thread). Read by torch at import.
@@ -129,6 +131,14 @@ def tiktoken_encoding(name: str):
     for f in TIKTOKEN_FILES[name]:
         data_file(f"tiktoken_cache/{f}")
     return tiktoken.get_encoding(name)
+
+
+def subprocess_env(devices: int = 8, **extra: str) -> dict[str, str]:
+    """The environment of a JAX or torch process a test starts: `devices` simulated CPU devices, one compute thread
+    (the runs are tiny and several share the machine), XLA's code generation as in this process (above), output
+    unbuffered (tests read it line by line), plus `extra`."""
+    flags = f"--xla_force_host_platform_device_count={devices} --xla_cpu_multi_thread_eigen=false{_CODEGEN}"
+    return dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
 
 
 def script_compile_cache() -> str:

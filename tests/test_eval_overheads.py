@@ -32,7 +32,7 @@ def test_in_training_hellaswag_is_packed_once_and_fetched_once_per_evaluation(mo
 
     model_cfg, cfg, optim = configs_for("tiny", ["--vocab_size=50257", "--padded_vocab_size=50304",
                                                  "--block_size=128", f"--hellaswag_file={sample}",
-                                                 "--hellaswag_limit=24", "--compile_cache="])
+                                                 "--hellaswag_limit=12", "--compile_cache="])
     tasks = hellaswag_tasks(_Data, model_cfg, cfg)  # rendered (tokenized) once per run, by training.py
     rt = runtime.make_runtime(model_cfg, cfg, optim, runtime.connect(Launch()), 1)
     packs, fetches = [], []

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, data_file, tiktoken_encoding
+from conftest import ROOT, data_file, subprocess_env, tiktoken_encoding
 from jaxgpt.common.config import GPTConfig
 from jaxgpt.common.evaluate import hellaswag_main
 
@@ -143,7 +143,7 @@ def test_cli_errors_are_clear_and_exit_non_zero(tmp_path, sample, capsys):
 
 # One process of a 2-process evaluation: prints its result as JSON on the last line.
 CHILD = r"""
-import json, os, sys
+import json, sys
 framework, rank, port, model_dir, data, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
 import tiktoken
 from jaxgpt.common.data.hellaswag import load_examples
@@ -155,7 +155,6 @@ class ModEnc:  # gpt2 ids folded into a 512-id vocabulary: a cheap head, rows as
 
 examples = load_examples(data, limit=limit)
 if framework == "jax":
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     import jax
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=rank)
@@ -211,7 +210,7 @@ def test_two_processes_give_every_process_the_one_process_numbers(framework, mod
     assert len(set(want["pred"])) > 1  # a random model whose choices vary: equality below is a real check
 
     port = str(free_port())
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    env = subprocess_env(4)  # 4 simulated devices per process
     procs = [subprocess.Popen([sys.executable, "-c", CHILD, framework, str(rank), port, str(mod_model), str(sample),
                                str(limit)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for rank in range(2)]

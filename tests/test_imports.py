@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -106,7 +107,7 @@ def test_torchref_uses_only_the_framework_free_part_of_jaxgpt():
 # ---- torch is optional: the JAX product works where torch cannot be imported --------------------------------
 
 _NO_TORCH = """
-import runpy, sys
+import json, runpy, sys
 refused = []
 
 class Refuse:
@@ -117,18 +118,20 @@ class Refuse:
         return None
 
 sys.meta_path.insert(0, Refuse())
-script, *argv = sys.argv[1:]
-sys.argv = [script, *argv]
-try:
-    if script.endswith(".py"):
-        runpy.run_path(script, run_name="__main__")
-    else:
-        exec(script)
-    code = 0
-except SystemExit as e:
-    code = e.code
-print("REFUSED", sorted(set(refused)))
-sys.exit(code)
+for i, (script, *argv) in enumerate(json.loads(sys.argv[1])):  # one command after another, as one user would
+    for stream in (sys.stdout, sys.stderr):
+        print(f"=== command {i}", file=stream, flush=True)
+    sys.argv = [script, *argv]
+    try:
+        if script.endswith(".py"):
+            runpy.run_path(script, run_name="__main__")
+        else:
+            exec(script, {"sys": sys})
+        code = 0
+    except SystemExit as e:  # as the interpreter would exit: None is 0, a message goes to stderr and is 1
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else print(e.code, file=sys.stderr) or 1
+    print("REFUSED", sorted(set(refused)))
+    print("EXIT", code, flush=True)
 """
 
 # A JAX GPT-2-vocabulary model exported as a Hugging Face directory, written without torch.
@@ -140,10 +143,26 @@ GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=1, n_head=2, n_embd=16), 
 """
 
 
-def _without_torch(*argv: str) -> subprocess.CompletedProcess:
-    env = {**__import__("os").environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    return subprocess.run([sys.executable, "-c", _NO_TORCH, *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=900, check=False, env=env)
+class _Result(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _without_torch(*commands: list[str]) -> list[_Result]:
+    """Run `commands` (each [script or code, *argv]) one after another in ONE interpreter where torch cannot be
+    imported; each one's exit code and output. One process, not one per command: each start pays ~3 CPU s of
+    JAX imports."""
+    import json
+
+    from conftest import subprocess_env
+
+    p = subprocess.run([sys.executable, "-c", _NO_TORCH, json.dumps(commands)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=900, check=False, env=subprocess_env(2))
+    assert p.returncode == 0 and p.stdout.count("EXIT") == len(commands), p.stdout[-3000:] + p.stderr[-3000:]
+    outs, errs = (re.split(r"^=== command \d+\n", text, flags=re.MULTILINE)[1:] for text in (p.stdout, p.stderr))
+    return [_Result(int(re.search(r"^EXIT (\d+)$", out, re.MULTILINE).group(1)), out, err)
+            for out, err in zip(outs, errs)]
 
 
 def test_the_jax_cli_path_runs_without_torch(tmp_path):
@@ -155,23 +174,26 @@ def test_the_jax_cli_path_runs_without_torch(tmp_path):
     tiktoken_encoding("gpt2")  # HellaSwag renders with it: skip (with the reason) where it cannot load
     poems = tmp_path / "poems.txt"
     poems.write_text("\n\n".join(f"Vers {i} du ciel,\nla mer ô nuit {i % 7}." for i in range(400)), encoding="utf-8")
-    r = _without_torch("scripts/prepare_data.py", "--files", str(poems), "--train_tokenizer", "280",
-                       "--val_fraction", "0.1", "--workers", "1", "--out", str(tmp_path / "data"))
-    assert r.returncode == 0 and "REFUSED []" in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
-    r = _without_torch("scripts/train.py", "--preset", "tiny", f"--data_dir={tmp_path / 'data'}", "--vocab_size=280",
-                       f"--out_dir={tmp_path / 'run'}", "--max_steps=4", "--val_every=2", "--ckpt_every=2",
-                       "--sample_every=2", "--plot=false")
-    assert r.returncode == 0 and "REFUSED []" in r.stdout and "done: step 4" in r.stdout, \
-        r.stdout[-2000:] + r.stderr[-3000:]
-    r = _without_torch(_SAVE_GPT2_VOCAB_MODEL, str(tmp_path / "hf"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = _without_torch("scripts/hellaswag.py", "--hf-dir", str(tmp_path / "hf"), "--framework", "jax", "--data",
-                       str(data_file("hellaswag_val_sample.jsonl")), "--limit", "4", "--batch-size", "2",
-                       "--no-progress")
-    assert r.returncode == 0 and "REFUSED []" in r.stdout and "hellaswag: acc" in r.stdout, r.stderr[-3000:]
-    # Asking for torch where it is not installed: one line naming the extra to install.
-    r = _without_torch("scripts/train.py", "--preset", "tiny", "--framework", "torch", f"--data_dir={tmp_path / 'data'}",
-                       "--vocab_size=280", f"--out_dir={tmp_path / 'torch'}")
+    data, hf = tmp_path / "data", tmp_path / "hf"
+    prep, train, save, evaluate, asked_torch = _without_torch(
+        ["scripts/prepare_data.py", "--files", str(poems), "--train_tokenizer", "280", "--val_fraction", "0.1",
+         "--workers", "1", "--out", str(data)],
+        ["scripts/train.py", "--preset", "tiny", f"--data_dir={data}", "--vocab_size=280",
+         f"--out_dir={tmp_path / 'run'}", "--max_steps=4", "--val_every=2", "--ckpt_every=2", "--sample_every=2",
+         "--plot=false"],
+        [_SAVE_GPT2_VOCAB_MODEL, str(hf)],
+        ["scripts/hellaswag.py", "--hf-dir", str(hf), "--framework", "jax", "--data",
+         str(data_file("hellaswag_val_sample.jsonl")), "--limit", "4", "--batch-size", "2", "--no-progress"],
+        # Asking for torch where it is not installed: one line naming the extra to install.
+        ["scripts/train.py", "--preset", "tiny", "--framework", "torch", f"--data_dir={data}", "--vocab_size=280",
+         f"--out_dir={tmp_path / 'torch'}"])
+    assert prep.returncode == 0 and "REFUSED []" in prep.stdout, prep.stdout[-2000:] + prep.stderr[-3000:]
+    assert train.returncode == 0 and "REFUSED []" in train.stdout and "done: step 4" in train.stdout, \
+        train.stdout[-2000:] + train.stderr[-3000:]
+    assert save.returncode == 0, save.stderr[-3000:]
+    assert evaluate.returncode == 0 and "REFUSED []" in evaluate.stdout and "hellaswag: acc" in evaluate.stdout, \
+        evaluate.stderr[-3000:]
+    r = asked_torch
     assert r.returncode == 1 and r.stderr.startswith("error: --framework torch needs torch, which is not installed; "
                                                      'install it with: pip install -e ".[torch]"'), r.stderr[-2000:]
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import script_compile_cache
+from conftest import script_compile_cache, subprocess_env
 from jaxgpt.common import sampling, training
 from jaxgpt.common.checkpoint import CheckpointDir, group
 from jaxgpt.common.data.documents import DocSource
@@ -58,9 +57,11 @@ def data(tmp_path_factory) -> Path:
     return d / "shards"
 
 
-# 8 x 16 tokens per step: one row per simulated JAX device (conftest.py). Dropout on in both frameworks, so
-# the dropout RNG state must resume exactly too.
-TINY = ["--n_layer=1", "--n_embd=16", "--n_head=2", "--block_size=16", "--vocab_size=300", "--total_batch_tokens=128",
+# 2 x 8 x 16 tokens per step: one row per simulated JAX device (conftest.py) in each of 2 accumulated micro-steps
+# (torch: 16 micro-steps of one row), so an exact resume covers the accumulation too. Dropout on in both
+# frameworks, so the dropout RNG state must resume exactly as well.
+TINY = ["--n_layer=1", "--n_embd=16", "--n_head=2", "--block_size=16", "--vocab_size=300", "--total_batch_tokens=256",
+        "--micro_batch=1",
         "--max_steps=6", "--warmup_steps=2", "--val_every=3", "--val_steps=1", "--final_val_steps=2", "--ckpt_every=3",
         "--sample_every=3", "--sample_tokens=6", "--plot=false", "--dropout=0.1"]
 
@@ -70,9 +71,7 @@ def args(data: Path, out: Path, framework: str, *extra: str) -> list[str]:
 
 
 def env() -> dict:
-    # One compute thread per process: several runs share a 2-core machine.
-    flags = "--xla_force_host_platform_device_count=8 --xla_cpu_multi_thread_eigen=false"
-    return dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess_env(8)
 
 
 def command(argv: list[str]) -> list[str]:
