@@ -184,4 +184,3 @@ def pytest_xdist_auto_num_workers(config) -> int:
     subprocesses (training scripts, multi-process runs) that the worker waits on, and in their start-up; on CI's
     2 cores, 2 workers kept 1.7 cores busy."""
     return len(os.sched_getaffinity(0)) + 1
-

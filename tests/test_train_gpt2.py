@@ -1,6 +1,6 @@
 """The GPT-2 recipe through scripts/train.py, on tiny configs and CPU: sharding == accumulation, multi-process
-== one process (JAX and torch DDP), exact resume after SIGKILL, a checkpoint of one framework resumed in the
-other, asynchronous checkpoints, bf16 vs fp32, checkpoint directories, bad input."""
+== one process (JAX and torch DDP), a checkpoint of one framework resumed in the other, asynchronous checkpoints,
+bf16 vs fp32, checkpoint directories, bad input. (Exact resume after SIGKILL: tests/test_poetry.py.)"""
 
 from __future__ import annotations
 
@@ -199,7 +199,7 @@ def test_config_mismatch_names_every_differing_field():
                           {"optim": {"lr": 2e-3}, "train": {"seq_len": 32}}, "ck")
 
 
-# ---- the script: straight run, SIGKILL + resume, multi-process, bad input --------------------------
+# ---- the script: straight run, multi-process, bad input ---------------------------------------
 
 def _env(devices: int = 8) -> dict:
     return subprocess_env(devices)

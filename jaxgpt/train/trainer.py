@@ -359,12 +359,12 @@ class Trainer:
 
 
 def _checkpointer(ocp: Any) -> Any:
-    """An orbax checkpointer writing the same files as `ocp.StandardCheckpointer()` (read back by it).
-
-    One change: with one process, each array is written from its first replica. orbax's default on CPU
-    (replica-parallel) splits every replicated array into a slice per device, a `jit(slice)` per array
-    shape compiled before the first save (4 s of the first save's 4.4 s, tiny model on 8 CPU devices),
-    which pays only when several hosts each write a part. With several processes orbax chooses as usual.
+    """An orbax checkpointer for the named state: orbax's PyTree format, as `ocp.StandardCheckpointer()` writes
+    and reads it (restore and read_state use that one), with one change: with one process, each array is written
+    from its first replica. orbax's default on CPU (replica-parallel) splits every replicated array into a
+    slice per device, a `jit(slice)` per array shape compiled before the first save (4 s of the first save's
+    4.4 s, tiny model on 8 CPU devices), which pays only when several hosts each write a part. With several
+    processes orbax chooses as usual.
     """
     import orbax.checkpoint.type_handlers as th
 
