@@ -262,8 +262,9 @@ def test_diagnostics_statistics_equal_across_frameworks(model):
     before = jt.state_numpy()
     snaps = [diagnostics.snapshot(jt.probe(x, y))]
     snaps.append(diagnostics.snapshot(tt.probe(x, y), snaps[0]["ranges"]))
-    assert jt.state_numpy().keys() == before.keys() and all(
-        np.array_equal(jt.state_numpy()[k], before[k]) for k in before), "probe changed the model"
+    after = jt.state_numpy()
+    assert after.keys() == before.keys() and all(
+        np.array_equal(after[k], before[k]) for k in before), "probe changed the model"
     assert snaps[0]["tanh"], f"{model}: no tanh layer found"
     for group in ("tanh", "tanh_grad", "weight_grad"):
         a, b = snaps[0][group], snaps[1][group]
