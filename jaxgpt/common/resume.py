@@ -141,6 +141,43 @@ def replace_run(found: list[Path], log: Callable[[str], None]) -> None:
         log(f"--force: removed the previous run's {', '.join(p.name for p in found)} from {found[0].parent}")
 
 
+class RunFolderLock:
+    """Held by the primary process while a run writes into its folder: a second run into the same folder (a
+    relaunch while the first still runs, a --resume or --force beside it) is refused instead of pruning,
+    overwriting or deleting the first one's checkpoints.
+
+    An exclusive `flock` on the folder itself: no file is written (a refused run changes nothing), and the
+    kernel releases it when the holder exits, however it exits (no stale lock after a SIGKILL or a crash).
+    Where the file system cannot lock (some network mounts), the run goes on and says that it is unguarded.
+    """
+
+    def __init__(self, out: Path, log: Callable[[str], None]) -> None:
+        self.fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # not a POSIX system
+            log(f"note: {out} is not locked on this system; do not start a second run into it")
+            return
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ValueError(f"{out} is in use by another run (a process holds its lock; `fuser -v {out}` names it); "
+                             "wait for that run to end or stop it, or pass another --out_dir (nothing was changed)") \
+                from None
+        except OSError as e:
+            os.close(fd)
+            log(f"note: {out} cannot be locked ({e.strerror or e}); do not start a second run into it")
+            return
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+
 def start_step(ckpts: CheckpointDir, trainer: Any, loader: Any, identity: dict, resume: bool,
                log: Callable[[str], None]) -> int:
     """The step to start from: 0 for a fresh run, the restored checkpoint's step with --resume."""

@@ -31,7 +31,7 @@ from jaxgpt.common.loop import Launch, Loop, RunData, primary_only
 from jaxgpt.common.monitor import check_monitor
 from jaxgpt.common.profile import parse_profile_steps
 from jaxgpt.common.recipes import TrainConfig, batch_layout, configs_for
-from jaxgpt.common.resume import check_run_folder, replace_run, run_identity, start_step
+from jaxgpt.common.resume import RunFolderLock, check_run_folder, replace_run, run_identity, start_step
 from jaxgpt.common.runlog import EXIT_BAD_INPUT, EXIT_USAGE, Stop
 from jaxgpt.common.schedule import OptimConfig
 
@@ -178,34 +178,42 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
     rt = fw.make_runtime(model_cfg, cfg, optim, cluster, accum)
     rt.log = log
     rt.probe = frameworks.module(framework, "train.profile")  # --profile_steps traces, the peak-memory figure
+    lock = None
     if rt.primary:
         check_writable(out)
-        replace_run(replaced, log)
-    rt.barrier()
-    ckpts = CheckpointDir(out / "checkpoints", cfg.keep, is_primary=rt.primary, barrier=rt.barrier, log=log,
-                          keep_every=cfg.keep_every)
-    identity = run_identity(model_cfg, cfg, optim, data.tokenizer.to_dict() if data.tokenizer else None)
-    start = start_step(ckpts, rt.trainer, train_loader, identity, resume, log)
-    if cfg.init_from and start == 0:
-        rt.trainer.load_numpy(init_weights(cfg.init_from, model_cfg))
-        log(f"initialised from {init_source(cfg.init_from).describe()} (weights only: fresh optimiser and schedule)")
-    if rt.primary and data.tokenizer is not None and data.tokenizer.kind == "bpe":
-        shutil.copyfile(data.path / TOKENIZER_FILE, out / TOKENIZER_FILE)  # the run folder decodes its samples
-    log(f"{framework}: {preset}, {model_cfg.n_layer} layers, {cluster.n_devices} devices in {nproc} process(es), "
-        f"{cfg.total_batch_tokens:,} tokens/step = {micro} rows x {cfg.seq_len} x {cluster.n_devices} devices x "
-        f"{accum} accumulation steps ({cfg.batch_order} rows), {cfg.dtype}{', FSDP' if cfg.fsdp else ''}; data {data.path}"
-        + (f" ({data.tokenizer.name}, {data.tokenizer.vocab_size} ids)" if data.tokenizer else ""))
-    for line in rt.setup:
-        log(line)
-    run = RunData(train_loader, val_loader, codec, data.bytes_per_token("val"), tasks)
-    loop = Loop(model_cfg, cfg, optim, rt, run, out, ckpts, {"preset": preset, "config": identity})
+        lock = RunFolderLock(out, log)  # before --force deletes anything: never another live run's outputs
     try:
-        metrics = loop.run(start)
-        if rt.primary and cfg.export_hf:  # the tokenizer beside the weights: transformers can then use RUN/hf alone
-            export_tokenizer(out / "hf", data, model_cfg, log)
+        if rt.primary:
+            replace_run(replaced, log)
+        rt.barrier()
+        ckpts = CheckpointDir(out / "checkpoints", cfg.keep, is_primary=rt.primary, barrier=rt.barrier, log=log,
+                              keep_every=cfg.keep_every)
+        identity = run_identity(model_cfg, cfg, optim, data.tokenizer.to_dict() if data.tokenizer else None)
+        start = start_step(ckpts, rt.trainer, train_loader, identity, resume, log)
+        if cfg.init_from and start == 0:
+            rt.trainer.load_numpy(init_weights(cfg.init_from, model_cfg))
+            log(f"initialised from {init_source(cfg.init_from).describe()} "
+                "(weights only: fresh optimiser and schedule)")
+        if rt.primary and data.tokenizer is not None and data.tokenizer.kind == "bpe":
+            shutil.copyfile(data.path / TOKENIZER_FILE, out / TOKENIZER_FILE)  # the run folder decodes its samples
+        log(f"{framework}: {preset}, {model_cfg.n_layer} layers, {cluster.n_devices} devices in {nproc} process(es), "
+            f"{cfg.total_batch_tokens:,} tokens/step = {micro} rows x {cfg.seq_len} x {cluster.n_devices} devices x "
+            f"{accum} accumulation steps ({cfg.batch_order} rows), {cfg.dtype}{', FSDP' if cfg.fsdp else ''}; "
+            f"data {data.path}" + (f" ({data.tokenizer.name}, {data.tokenizer.vocab_size} ids)" if data.tokenizer else ""))
+        for line in rt.setup:
+            log(line)
+        run = RunData(train_loader, val_loader, codec, data.bytes_per_token("val"), tasks)
+        loop = Loop(model_cfg, cfg, optim, rt, run, out, ckpts, {"preset": preset, "config": identity})
+        try:
+            metrics = loop.run(start)
+            if rt.primary and cfg.export_hf:  # the tokenizer beside the weights: transformers can use RUN/hf alone
+                export_tokenizer(out / "hf", data, model_cfg, log)
+        finally:
+            if isinstance(train_loader, Prefetcher):
+                train_loader.close()  # its reader thread, with what it read ahead
     finally:
-        if isinstance(train_loader, Prefetcher):
-            train_loader.close()  # its reader thread, with what it read ahead
+        if lock is not None:
+            lock.release()
     bpb = f", {metrics['val_bpb']:.4f} bits/byte" if metrics.get("val_bpb") is not None else ""
     speed = f", {metrics['steps_per_s']:.2f} steps/s" if metrics.get("steps_per_s") else ""
     log(f"done: step {metrics['step']}, val loss {metrics['val_loss']:.4f}{bpb}{speed}")
