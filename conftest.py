@@ -18,6 +18,7 @@ naming it, instead of skipping, so a broken CI environment cannot pass by runnin
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -139,6 +140,32 @@ def subprocess_env(devices: int = 8, **extra: str) -> dict[str, str]:
     unbuffered (tests read it line by line), plus `extra`."""
     flags = f"--xla_force_host_platform_device_count={devices} --xla_cpu_multi_thread_eigen=false{_CODEGEN}"
     return dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+
+
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from jaxgpt.common.resume import RunFolderLock
+lock = RunFolderLock(Path(sys.argv[1]), print)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+@contextlib.contextmanager
+def folder_in_use(path: Path):
+    """Another live process holding `path`'s run-folder lock, as a running training run does, until the block ends
+    (then it is killed: the kernel drops its lock)."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked", "the lock-holding process did not start"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def script_compile_cache() -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import data_file
+from conftest import data_file, folder_in_use
 from jaxgpt.common import runlog
 from jaxgpt.common.makemore import checkpoint, cli, diagnostics
 from jaxgpt.common.makemore import run as mrun
@@ -265,6 +265,10 @@ def test_run_folder_logs_and_is_not_overwritten(capsys, tmp_path, few_names):
     before = (out / "log.csv").read_bytes()
     rc, _, err = run_cli(capsys, *args)
     assert rc == 1 and "holds an earlier run" in err and "--force" in err
+    assert (out / "log.csv").read_bytes() == before
+    with folder_in_use(out):  # a run still writing into --out: even --force is refused
+        rc, _, err = run_cli(capsys, *args, "--force", "--steps", 100)
+    assert rc == 1 and f"{out} is in use by another run" in err and "pass another --out (nothing" in err, err
     assert (out / "log.csv").read_bytes() == before
     rc, _, _ = run_cli(capsys, *args, "--force", "--steps", 100)
     assert rc == 0 and [r["step"] for r in runlog.read_log(out / "log.csv")] == list(range(10, 101, 10))

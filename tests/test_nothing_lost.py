@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import folder_in_use
 from jaxgpt.common import training
 from jaxgpt.common.checkpoint import SAFETENSORS_FORMAT, CheckpointDir, check_complete
 from jaxgpt.common.loop import Cluster, Loop, RunData, Runtime
@@ -276,17 +275,6 @@ def test_a_fresh_run_never_overwrites_an_earlier_runs_outputs(finished, shards, 
     assert CheckpointDir(out / "checkpoints").steps() == [2]
 
 
-# A live run's folder lock, held by another process until it is killed (what a first, still running run holds).
-HOLD_LOCK = """
-import sys, time
-from pathlib import Path
-from jaxgpt.common.resume import RunFolderLock
-lock = RunFolderLock(Path(sys.argv[1]), print)
-print("locked", flush=True)
-time.sleep(600)
-"""
-
-
 @SHARES_FINISHED
 def test_a_second_run_into_a_folder_in_use_is_refused_and_changes_nothing(finished, shards, tmp_path, capsys):
     """A relaunch while the first run still writes into its folder is refused: with --resume it would prune the
@@ -295,18 +283,13 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_changes_nothing(finish
     out = tmp_path / "run"
     shutil.copytree(finished, out)
     before = snapshot(out)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with folder_in_use(out):  # the first run, still going
         for extra, kw in ((["--max_steps=8"], {"resume": True}), ([], {"force": True})):
             assert train(out, shards, *extra, **kw) == 1
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and f"error: {out} is in use by another run" in err, err
             assert "or pass another --out_dir (nothing was changed)" in err
             assert snapshot(out) == before
-    finally:
-        holder.kill()
-        holder.wait()
     assert train(out, shards, "--max_steps=8", "--seq_len=8", resume=True) == 1  # refused while holding the lock
     assert "train.seq_len: 16 -> 8" in capsys.readouterr().err
     assert train(out, shards, "--max_steps=8", resume=True) == 0

@@ -151,7 +151,7 @@ class RunFolderLock:
     Where the file system cannot lock (some network mounts), the run goes on and says that it is unguarded.
     """
 
-    def __init__(self, out: Path, log: Callable[[str], None]) -> None:
+    def __init__(self, out: Path, log: Callable[[str], None], flag: str = "--out_dir") -> None:
         self.fd: int | None = None
         try:
             import fcntl
@@ -164,7 +164,7 @@ class RunFolderLock:
         except BlockingIOError:
             os.close(fd)
             raise ValueError(f"{out} is in use by another run (a process holds its lock; `fuser -v {out}` names it); "
-                             "wait for that run to end or stop it, or pass another --out_dir (nothing was changed)") \
+                             f"wait for that run to end or stop it, or pass another {flag} (nothing was changed)") \
                 from None
         except OSError as e:
             os.close(fd)

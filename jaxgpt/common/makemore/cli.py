@@ -52,6 +52,7 @@ from jaxgpt.common.makemore.config import (
 )
 from jaxgpt.common.makemore.run import Options, Run, Splits, make_trainer
 from jaxgpt.common.makemore.torch_rng import LECTURE_SEEDS, lecture_init
+from jaxgpt.common.resume import RunFolderLock
 
 RUN_FILES = ("log.csv", "checkpoint.npz", "result.json", "ladder.json")  # a folder holding one holds a run
 
@@ -237,24 +238,33 @@ def run_one(model: str, frameworks: list[str], words: list[str], desc: str, args
           + f"), {tcfg.steps:,} steps, {tcfg.optimizer} lr {tcfg.lr:g}, batch {tcfg.batch_size}, seed {seed}"
           + (f", replaying the lecture's random numbers (torch seed {LECTURE_SEEDS[model]})" if replay else ""),
           file=sys.stderr)
+    lock = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    run = Run(trainers, splits, opts, replay)
-    if weights_in is not None:
-        run.loaded_from(args.load, trainers[0].step_count)
-    if model == "bigram":
-        if weights_in is None:
-            trainers[0].fit_counts(*splits.arrays["train"])
-        run.save(run.evaluate("val")[0])
-    elif trainers[0].step_count < tcfg.steps:
-        run.train()
-    preset = get_preset(model)
-    results = run.results(preset.target, preset.target_split, replay is not None)
-    if out is not None:
-        (out / "result.json").write_text(json.dumps(results, indent=1))
-        if args.diagnostics:
-            paths = run.write_diagnostics()
-            print(f"diagnostics: {', '.join(str(p) for p in paths)}", file=sys.stderr)
+        try:  # held while the run writes: a second run into --out is refused (jaxgpt/common/resume.py)
+            lock = RunFolderLock(out, lambda m: print(m, file=sys.stderr), flag="--out")
+        except ValueError as e:
+            raise BadInput(str(e)) from None
+    try:
+        run = Run(trainers, splits, opts, replay)
+        if weights_in is not None:
+            run.loaded_from(args.load, trainers[0].step_count)
+        if model == "bigram":
+            if weights_in is None:
+                trainers[0].fit_counts(*splits.arrays["train"])
+            run.save(run.evaluate("val")[0])
+        elif trainers[0].step_count < tcfg.steps:
+            run.train()
+        preset = get_preset(model)
+        results = run.results(preset.target, preset.target_split, replay is not None)
+        if out is not None:
+            (out / "result.json").write_text(json.dumps(results, indent=1))
+            if args.diagnostics:
+                paths = run.write_diagnostics()
+                print(f"diagnostics: {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    finally:
+        if lock is not None:
+            lock.release()
     return results
 
 
