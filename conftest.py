@@ -21,6 +21,8 @@ import atexit
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -156,9 +158,6 @@ time.sleep(600)
 def folder_in_use(path: Path):
     """Another live process holding `path`'s run-folder lock, as a running training run does, until the block ends
     (then it is killed: the kernel drops its lock)."""
-    import subprocess
-    import sys
-
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked", "the lock-holding process did not start"

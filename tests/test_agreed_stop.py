@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
-from test_train_gpt2 import SCRIPT, _env, write_shards
+from test_train_gpt2 import SCRIPT, write_shards
 
+from conftest import subprocess_env
 from jaxgpt.common.checkpoint import checkpoint_exists
 
 TIMEOUT = 300  # seconds per process (a loaded CI machine compiles the checkpoint's transposes slowly): a stop
@@ -75,7 +76,7 @@ def test_jax_two_processes_stop_together(tmp_path):
     args = [*ARGS, f"--data_dir={shards}", f"--out_dir={tmp_path / 'run'}", f"--coordinator=127.0.0.1:{_port()}",
             "--num_processes=2"]
     commands = [[sys.executable, str(SCRIPT), *args, f"--process_id={i}"] for i in range(2)]
-    _check(_stop_one_of_two(commands, [_env(1)] * 2, tmp_path))
+    _check(_stop_one_of_two(commands, [subprocess_env(1)] * 2, tmp_path))
 
 
 def test_torch_two_ranks_stop_together(tmp_path):
@@ -84,7 +85,7 @@ def test_torch_two_ranks_stop_together(tmp_path):
     args = [*ARGS, "--framework=torch", f"--data_dir={shards}", f"--out_dir={tmp_path / 'run'}"]
     port = _port()
     # The two ranks as torchrun would start them (torchrun itself would turn one rank's exit into a group kill).
-    envs = [dict(_env(1), RANK=str(i), LOCAL_RANK=str(i), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                 MASTER_PORT=str(port)) for i in range(2)]
+    envs = [subprocess_env(1, RANK=str(i), LOCAL_RANK=str(i), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                           MASTER_PORT=str(port)) for i in range(2)]
     commands = [[sys.executable, str(SCRIPT), *args]] * 2
     _check(_stop_one_of_two(commands, envs, tmp_path))

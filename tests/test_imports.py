@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 
@@ -143,13 +142,7 @@ GPT(GPTConfig(block_size=64, vocab_size=50257, n_layer=1, n_head=2, n_embd=16), 
 """
 
 
-class _Result(NamedTuple):
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def _without_torch(*commands: list[str]) -> list[_Result]:
+def _without_torch(*commands: list[str]) -> list[subprocess.CompletedProcess]:
     """Run `commands` (each [script or code, *argv]) one after another in ONE interpreter where torch cannot be
     imported; each one's exit code and output. One process, not one per command: each start pays ~3 CPU s of
     JAX imports."""
@@ -161,8 +154,8 @@ def _without_torch(*commands: list[str]) -> list[_Result]:
                        text=True, timeout=900, check=False, env=subprocess_env(2))
     assert p.returncode == 0 and p.stdout.count("EXIT") == len(commands), p.stdout[-3000:] + p.stderr[-3000:]
     outs, errs = (re.split(r"^=== command \d+\n", text, flags=re.MULTILINE)[1:] for text in (p.stdout, p.stderr))
-    return [_Result(int(re.search(r"^EXIT (\d+)$", out, re.MULTILINE).group(1)), out, err)
-            for out, err in zip(outs, errs)]
+    return [subprocess.CompletedProcess(command, int(re.search(r"^EXIT (\d+)$", out, re.MULTILINE).group(1)), out, err)
+            for command, out, err in zip(commands, outs, errs)]
 
 
 def test_the_jax_cli_path_runs_without_torch(tmp_path):

@@ -70,10 +70,6 @@ def args(data: Path, out: Path, framework: str, *extra: str) -> list[str]:
     return ["--preset", "poetry", "--framework", framework, f"--data_dir={data}", f"--out_dir={out}", *TINY, *extra]
 
 
-def env() -> dict:
-    return subprocess_env(8)
-
-
 def command(argv: list[str]) -> list[str]:
     """scripts/train.py with `argv`; a JAX run loads the steps its earlier runs compiled (conftest.script_compile_cache)."""
     cache = [script_compile_cache()] if argv[argv.index("--framework") + 1] == "jax" else []
@@ -81,7 +77,7 @@ def command(argv: list[str]) -> list[str]:
 
 
 def train(argv: list[str]) -> subprocess.CompletedProcess:
-    p = subprocess.run(command(argv), env=env(), capture_output=True, text=True, timeout=900, check=False)
+    p = subprocess.run(command(argv), env=subprocess_env(8), capture_output=True, text=True, timeout=900, check=False)
     assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return p
 
@@ -107,7 +103,7 @@ def full_runs(data, tmp_path_factory) -> dict[str, tuple[Path, str]]:
 def test_interrupted_run_resumes_exactly(data, tmp_path, full_runs, framework, how):
     """SIGKILL: back to the last periodic checkpoint (step 3); SIGTERM: a checkpoint of the step in flight, exit 143."""
     out = tmp_path / "run"
-    proc = subprocess.Popen(command(args(data, out, framework)), env=env(),
+    proc = subprocess.Popen(command(args(data, out, framework)), env=subprocess_env(8),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []
     for line in proc.stdout:
@@ -128,8 +124,8 @@ def test_interrupted_run_resumes_exactly(data, tmp_path, full_runs, framework, h
     got, want = final_state(out), final_state(want_dir)
     assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want), \
         "resumed state differs from the uninterrupted run"
-    losses = lambda d: [(r["step"], r["loss"]) for r in read_log(d / "train_log.csv") if "loss" in r]  # noqa: E731
-    vals = lambda d: [(r["step"], r["val_loss"]) for r in read_log(d / "train_log.csv") if "val_loss" in r]  # noqa: E731
+    losses = lambda d: [(r["step"], r["loss"]) for r in read_log(d / "train_log.csv") if "loss" in r]
+    vals = lambda d: [(r["step"], r["val_loss"]) for r in read_log(d / "train_log.csv") if "val_loss" in r]
     assert losses(out) == losses(want_dir) and vals(out) == vals(want_dir)
 
 

@@ -202,10 +202,6 @@ def test_config_mismatch_names_every_differing_field():
 
 # ---- the script: straight run, multi-process, bad input ---------------------------------------
 
-def _env(devices: int = 8) -> dict:
-    return subprocess_env(devices)
-
-
 def _command(args: list[str]) -> list[str]:
     """scripts/train.py with `args`; a JAX run loads the steps earlier runs compiled (conftest.script_compile_cache)."""
     cache = [] if "torch" in args else [script_compile_cache()]  # "--framework", "torch"
@@ -213,7 +209,7 @@ def _command(args: list[str]) -> list[str]:
 
 
 def _run(args: list[str], devices: int = 8, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    p = subprocess.run(_command(args), env=_env(devices), capture_output=True, text=True, check=False, timeout=900,
+    p = subprocess.run(_command(args), env=subprocess_env(devices), capture_output=True, text=True, check=False, timeout=900,
                        **kw)
     if check:
         assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
@@ -259,7 +255,7 @@ def test_two_jax_processes_equal_one(straight, shards, tmp_path):
     out = tmp_path / "multi"
     args = [*RUN_ARGS, "--micro_batch=2", f"--data_dir={shards}", f"--out_dir={out}", "--val_every=0", "--ckpt_every=0", "--export_hf=false", f"--coordinator=127.0.0.1:{port}",
             "--num_processes=2"]
-    procs = [subprocess.Popen([sys.executable, str(SCRIPT), *args, f"--process_id={i}"], env=_env(1),
+    procs = [subprocess.Popen([sys.executable, str(SCRIPT), *args, f"--process_id={i}"], env=subprocess_env(1),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     outs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n----\n".join(o[-3000:] for o in outs)
@@ -280,7 +276,7 @@ def test_torch_ddp_two_gloo_processes_equal_one(shards, tmp_path):
     ddp = tmp_path / "ddp"
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
                         "--master_addr=127.0.0.1", f"--master_port={port}", str(SCRIPT), *base, f"--out_dir={ddp}"],
-                       env=_env(1), capture_output=True, text=True, timeout=900, check=False)
+                       env=subprocess_env(1), capture_output=True, text=True, timeout=900, check=False)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     a = np.array([float(v) for _, v in _losses(ddp)])
     b = np.array([float(v) for _, v in _losses(one)])

@@ -204,14 +204,12 @@ def train(preset: str, overrides: list[str], framework: str = "jax", resume: boo
             log(line)
         run = RunData(train_loader, val_loader, codec, data.bytes_per_token("val"), tasks)
         loop = Loop(model_cfg, cfg, optim, rt, run, out, ckpts, {"preset": preset, "config": identity})
-        try:
-            metrics = loop.run(start)
-            if rt.primary and cfg.export_hf:  # the tokenizer beside the weights: transformers can use RUN/hf alone
-                export_tokenizer(out / "hf", data, model_cfg, log)
-        finally:
-            if isinstance(train_loader, Prefetcher):
-                train_loader.close()  # its reader thread, with what it read ahead
+        metrics = loop.run(start)
+        if rt.primary and cfg.export_hf:  # the tokenizer beside the weights: transformers can use RUN/hf alone
+            export_tokenizer(out / "hf", data, model_cfg, log)
     finally:
+        if isinstance(train_loader, Prefetcher):
+            train_loader.close()  # its reader thread, with what it read ahead
         if lock is not None:
             lock.release()
     bpb = f", {metrics['val_bpb']:.4f} bits/byte" if metrics.get("val_bpb") is not None else ""
