@@ -154,8 +154,8 @@ def _without_torch(*commands: list[str]) -> list[subprocess.CompletedProcess]:
                        text=True, timeout=900, check=False, env=subprocess_env(2))
     assert p.returncode == 0 and p.stdout.count("EXIT") == len(commands), p.stdout[-3000:] + p.stderr[-3000:]
     outs, errs = (re.split(r"^=== command \d+\n", text, flags=re.MULTILINE)[1:] for text in (p.stdout, p.stderr))
-    return [subprocess.CompletedProcess(command, int(re.search(r"^EXIT (\d+)$", out, re.MULTILINE).group(1)), out, err)
-            for command, out, err in zip(commands, outs, errs)]
+    codes = [int(re.search(r"^EXIT (\d+)$", out, re.MULTILINE).group(1)) for out in outs]
+    return [subprocess.CompletedProcess(*result) for result in zip(commands, codes, outs, errs)]
 
 
 def test_the_jax_cli_path_runs_without_torch(tmp_path):
